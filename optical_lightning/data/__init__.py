@@ -1,0 +1,6 @@
+"""Bitext reading, cleaning and batching."""
+
+from optical_lightning.data.bitext import BitextPair, BitextStats, clean_pairs, read_bitext, split_pairs
+from optical_lightning.data.datamodule import BitextDataModule
+
+__all__ = ["BitextDataModule", "BitextPair", "BitextStats", "clean_pairs", "read_bitext", "split_pairs"]

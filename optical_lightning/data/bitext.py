@@ -1,0 +1,178 @@
+"""Reading and cleaning sentence-aligned bitext (English <-> one other language).
+
+Two formats are accepted:
+
+* **TSV** (``.tsv``/``.txt``): UTF-8, one header line naming the columns, tab-separated, *no
+  quoting* (texts contain ``"``; csv quoting would silently merge rows). The header must contain
+  ``en`` and the language code (``sw``, ``so``, ...); an ``id`` column is optional.
+* **JSONL** (``.jsonl``/``.json``): one object per line with the keys ``en`` and the language
+  code (and optionally ``id``).
+
+Malformed input raises :class:`~optical_lightning.errors.DataError` naming the file, the line and
+what was expected; it is never skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from optical_lightning.errors import DataError
+
+
+@dataclass(frozen=True)
+class BitextPair:
+    """One translation pair: ``en`` is read by the teacher, ``tgt`` by the student."""
+
+    id: str
+    en: str
+    tgt: str
+    source: str = ""
+
+
+@dataclass
+class BitextStats:
+    """What happened to the rows of one or more files; it is saved in ``results.json``."""
+
+    read: int = 0
+    empty: int = 0
+    duplicates: int = 0
+    too_short: int = 0
+    too_long: int = 0
+    kept: int = 0
+    per_source: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _missing(path: Path) -> DataError:
+    return DataError(
+        f"bitext file not found: {path} - build it with `make data`, or point data.train=PATH "
+        f"at a TSV with columns 'id, en, <lang>'"
+    )
+
+
+def read_bitext(path: str | Path, lang: str) -> list[BitextPair]:
+    """Read every row of a bitext file (no cleaning); raise :class:`DataError` on malformed input."""
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    suffix = path.suffix.lower()
+    try:
+        with path.open(encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-encode it as UTF-8") from e
+    if suffix in {".jsonl", ".json"}:
+        return _read_jsonl(path, lines, lang)
+    return _read_tsv(path, lines, lang)
+
+
+def _read_tsv(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
+    if not lines:
+        raise DataError(f"{path}: empty file; expected a header line 'id<TAB>en<TAB>{lang}' and rows")
+    header = [h.strip() for h in lines[0].split("\t")]
+    missing = [c for c in ("en", lang) if c not in header]
+    if missing:
+        raise DataError(
+            f"{path} line 1: header {header} lacks column(s) {missing}; expected tab-separated "
+            f"'id, en, {lang}' (is lang={lang} the right language for this file?)"
+        )
+    i_en, i_tgt = header.index("en"), header.index(lang)
+    i_id = header.index("id") if "id" in header else None
+    pairs = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != len(header):
+            raise DataError(
+                f"{path} line {lineno}: expected {len(header)} tab-separated fields "
+                f"({', '.join(header)}), found {len(cols)}"
+            )
+        row_id = cols[i_id] if i_id is not None else f"{path.stem}:{lineno}"
+        pairs.append(BitextPair(row_id, cols[i_en], cols[i_tgt], path.name))
+    return pairs
+
+
+def _read_jsonl(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
+    pairs = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {lineno}: invalid JSON ({e.msg}); expected one object per line") from e
+        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("en", lang)):
+            raise DataError(f"{path} line {lineno}: expected an object with string fields 'en' and '{lang}'")
+        pairs.append(BitextPair(str(obj.get("id", f"{path.stem}:{lineno}")), obj["en"], obj[lang], path.name))
+    return pairs
+
+
+def normalize_text(text: str) -> str:
+    """The key under which two texts count as the same (NFKC, case-folded, single spaces)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def clean_pairs(
+    pairs: Iterable[BitextPair],
+    *,
+    min_chars: int = 1,
+    max_chars: int = 1000,
+    dedup: bool = True,
+    stats: BitextStats | None = None,
+) -> list[BitextPair]:
+    """Drop empty rows, exact duplicates (after :func:`normalize_text`) and rows out of length range.
+
+    Whitespace is collapsed in the kept texts. Counts of every drop reason go into ``stats``.
+    """
+    stats = stats if stats is not None else BitextStats()
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for p in pairs:
+        stats.read += 1
+        en, tgt = " ".join(p.en.split()), " ".join(p.tgt.split())
+        if not en or not tgt:
+            stats.empty += 1
+            continue
+        if min(len(en), len(tgt)) < min_chars:
+            stats.too_short += 1
+            continue
+        if max(len(en), len(tgt)) > max_chars:
+            stats.too_long += 1
+            continue
+        if dedup:
+            key = (normalize_text(en), normalize_text(tgt))
+            if key in seen:
+                stats.duplicates += 1
+                continue
+            seen.add(key)
+        kept.append(BitextPair(p.id, en, tgt, p.source))
+        stats.per_source[p.source] = stats.per_source.get(p.source, 0) + 1
+    stats.kept = len(kept)
+    return kept
+
+
+def split_pairs(
+    pairs: Sequence[BitextPair], val_size: float | int, seed: int
+) -> tuple[list[BitextPair], list[BitextPair]]:
+    """Deterministic train/validation split: a seeded shuffle, then the first ``val_size`` rows.
+
+    ``val_size`` is a fraction in [0, 1) or an absolute count. At least one training pair remains.
+    """
+    n = len(pairs)
+    if isinstance(val_size, float) and not 0.0 <= val_size < 1.0:
+        raise DataError(f"data.val_size={val_size}: a fraction must lie in [0, 1)")
+    n_val = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
+    n_val = max(0, min(n_val, n - 1))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val = [pairs[i] for i in sorted(order[:n_val])]
+    train = [pairs[i] for i in order[n_val:]]
+    return train, val

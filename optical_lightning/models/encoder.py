@@ -1,0 +1,286 @@
+"""A Hugging Face encoder that returns token embeddings, masks and a pooled vector.
+
+The same wrapper serves as frozen teacher and trainable student. What OPTICAL needs from it:
+
+* ``tokens`` (B, L, D): per-token embeddings, L2-normalised so that ``1 - x @ y.T`` is the cosine
+  distance the OT head transports along;
+* ``attention_mask``: real (non-padding) tokens, used for pooling as the original models were trained;
+* ``content_mask``: the tokens that take part in alignment - real tokens minus special tokens
+  (``[CLS]``, ``</s>``, ...) and minus the text prefix (``query: `` for multilingual-e5);
+* ``pooled`` (B, D): mean or CLS pooling, the vector dense retrieval scores with.
+
+An optional linear projection (student side) maps the backbone's space to the teacher's; it is
+identity-initialised when the sizes match so training starts from the pretrained geometry.
+A saved encoder is an ordinary Hugging Face folder plus ``optical_encoder.json`` (pooling, prefixes,
+projection) and ``projection.safetensors``; it also carries sentence-transformers module files,
+so ``SentenceTransformer(path)`` loads it with no code from this project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from optical_lightning.atomic import atomic_dir
+from optical_lightning.errors import ConfigError, ModelLoadError
+from optical_lightning.models.registry import resolve_model
+
+Role = Literal["query", "passage"]
+ENCODER_CONFIG = "optical_encoder.json"
+PROJECTION_WEIGHTS = "projection.safetensors"
+
+
+@dataclass
+class EncoderOutput:
+    tokens: Tensor  # (B, L, D)
+    attention_mask: Tensor  # (B, L) bool: real tokens
+    content_mask: Tensor  # (B, L) bool: real tokens that take part in alignment
+    pooled: Tensor  # (B, D)
+
+
+class Encoder(nn.Module):
+    """Wraps a transformer backbone and its tokenizer; see the module docstring."""
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        pooling: Literal["mean", "cls"] = "mean",
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        max_length: int = 128,
+        normalize: bool = True,
+        projection_dim: int | None = None,
+        frozen: bool = False,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ConfigError(f"pooling='{pooling}': choose 'mean' or 'cls'")
+        if max_length < 2:
+            raise ConfigError(f"max_length={max_length}: must be at least 2 (room for special tokens)")
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        self.prefixes: dict[str, str] = {"query": query_prefix, "passage": passage_prefix}
+        self.name = name or getattr(backbone.config, "_name_or_path", "")
+        hidden = backbone.config.hidden_size
+        self.projection: nn.Linear | None = None
+        if projection_dim is not None:
+            self.projection = nn.Linear(hidden, projection_dim)
+            with torch.no_grad():  # identity where the sizes allow it: start from the pretrained space
+                self.projection.weight.zero_()
+                k = min(hidden, projection_dim)
+                self.projection.weight[:k, :k] = torch.eye(k)
+                self.projection.bias.zero_()
+        self.frozen = False
+        if frozen:
+            self.freeze()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self.projection.out_features if self.projection is not None else self.backbone.config.hidden_size
+
+    def freeze(self) -> Encoder:
+        """Teacher mode: eval forever, no gradients, no trainable parameters."""
+        self.frozen = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> Encoder:
+        return super().train(mode and not self.frozen)
+
+    # ------------------------------------------------------------------ tokenisation
+    def tokenize(self, texts: list[str], role: Role = "query") -> dict[str, Tensor]:
+        """Tokenise with the role's prefix; adds ``content_mask`` (no specials, no prefix tokens)."""
+        prefix = self.prefixes[role]
+        enc = self.tokenizer(
+            [prefix + t for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
+            return_offsets_mapping=self.tokenizer.is_fast and bool(prefix),
+        )
+        content = enc["attention_mask"].bool() & ~enc.pop("special_tokens_mask").bool()
+        if "offset_mapping" in enc:  # tokens lying wholly inside the prefix are not content
+            content &= enc.pop("offset_mapping")[..., 1] > len(prefix.rstrip())
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "content_mask": content}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict[str, Tensor]) -> EncoderOutput:
+        hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        mask = batch["attention_mask"].bool()
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        if self.normalize:
+            hidden, pooled = F.normalize(hidden, dim=-1), F.normalize(pooled, dim=-1)
+        content = batch.get("content_mask")
+        content = mask if content is None else content.bool()
+        return EncoderOutput(tokens=hidden, attention_mask=mask, content_mask=content, pooled=pooled)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], role: Role = "query", batch_size: int = 64) -> Tensor:
+        """Pooled embeddings of ``texts`` (N, D) on the CPU - the sentence-transformers style API."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenize(texts[start : start + batch_size], role)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out.append(self(batch).pooled.float().cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.dim)
+
+    # ------------------------------------------------------------------ persistence
+    def encoder_config(self) -> dict:
+        return {
+            "pooling": self.pooling,
+            "query_prefix": self.prefixes["query"],
+            "passage_prefix": self.prefixes["passage"],
+            "max_length": self.max_length,
+            "normalize": self.normalize,
+            "projection_dim": self.projection.out_features if self.projection is not None else None,
+            "base_model": self.name,
+        }
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write an HF folder (+ sentence-transformers modules) atomically: complete or absent."""
+        with atomic_dir(path) as tmp:
+            self.backbone.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / ENCODER_CONFIG).write_text(json.dumps(self.encoder_config(), indent=2) + "\n")
+            if self.projection is not None:
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()},
+                          tmp / PROJECTION_WEIGHTS)
+            _write_sentence_transformers_modules(self, tmp)
+        return Path(path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, frozen: bool = False) -> Encoder:
+        """Load a folder written by :meth:`save_pretrained`."""
+        path = Path(path)
+        if not (path / ENCODER_CONFIG).is_file():
+            raise ModelLoadError(f"{path} is not a saved optical-lightning encoder (no {ENCODER_CONFIG}); "
+                                 f"load plain Hugging Face models with load_encoder()")
+        cfg = json.loads((path / ENCODER_CONFIG).read_text())
+        encoder = cls(
+            AutoModel.from_pretrained(path),
+            AutoTokenizer.from_pretrained(path),
+            pooling=cfg["pooling"],
+            query_prefix=cfg["query_prefix"],
+            passage_prefix=cfg["passage_prefix"],
+            max_length=cfg["max_length"],
+            normalize=cfg["normalize"],
+            projection_dim=cfg["projection_dim"],
+            frozen=frozen,
+            name=cfg.get("base_model", ""),
+        )
+        if encoder.projection is not None:
+            encoder.projection.load_state_dict(load_file(path / PROJECTION_WEIGHTS))
+        return encoder
+
+
+def load_encoder(
+    model_name_or_path: str,
+    *,
+    pooling: Literal["mean", "cls"] = "mean",
+    query_prefix: str = "",
+    passage_prefix: str = "",
+    max_length: int = 128,
+    normalize: bool = True,
+    projection: bool = False,
+    target_dim: int | None = None,
+    frozen: bool = False,
+) -> Encoder:
+    """Build an :class:`Encoder` from a hub id or a local folder (the ``_target_`` of model configs).
+
+    ``target_dim`` is the teacher's embedding size, passed by the pipeline for the student: with
+    ``projection=True`` a linear map to it is added; without, the sizes must already agree.
+    """
+    if (Path(model_name_or_path) / ENCODER_CONFIG).is_file():  # a student saved by an earlier run
+        encoder = Encoder.from_pretrained(model_name_or_path, frozen=frozen)
+    else:
+        location = resolve_model(model_name_or_path)
+        # read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=offline)
+            backbone = AutoModel.from_pretrained(location, local_files_only=offline)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(
+                f"cannot load model '{model_name_or_path}': it is not a local folder and could not be "
+                f"fetched from the Hugging Face hub (offline?); download it once, or point the config at "
+                f"a local HF folder, e.g. student.model_name_or_path=/path/to/model"
+            ) from e
+        hidden = backbone.config.hidden_size
+        proj_dim = (target_dim or hidden) if projection else None
+        encoder = Encoder(
+            backbone, tokenizer, pooling=pooling, query_prefix=query_prefix, passage_prefix=passage_prefix,
+            max_length=max_length, normalize=normalize, projection_dim=proj_dim, frozen=frozen,
+            name=model_name_or_path,
+        )
+    if target_dim is not None and encoder.dim != target_dim:
+        raise ConfigError(
+            f"student '{model_name_or_path}' embeds in {encoder.dim} dimensions but the teacher in {target_dim}: "
+            f"set student.projection=true to learn a linear map between the spaces"
+        )
+    return encoder
+
+
+def _write_sentence_transformers_modules(encoder: Encoder, folder: Path) -> None:
+    """Transformer -> Pooling -> [Dense] -> [Normalize], the layout SentenceTransformer(path) reads.
+
+    Mean pooling commutes with the affine projection, so pooling before Dense (the
+    sentence-transformers order) gives the same vector as our project-then-pool.
+    """
+    hidden = encoder.backbone.config.hidden_size
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    pool_dir = folder / "1_Pooling"
+    pool_dir.mkdir()
+    (pool_dir / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden,
+        "pooling_mode_cls_token": encoder.pooling == "cls",
+        "pooling_mode_mean_tokens": encoder.pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }, indent=2))
+    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    if encoder.projection is not None:
+        dense_dir = folder / "2_Dense"
+        dense_dir.mkdir()
+        (dense_dir / "config.json").write_text(json.dumps({
+            "in_features": hidden, "out_features": encoder.projection.out_features, "bias": True,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        }, indent=2))
+        save_file({f"linear.{k}": v.detach().cpu().contiguous() for k, v in encoder.projection.state_dict().items()},
+                  dense_dir / "model.safetensors")
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    if encoder.normalize:
+        modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+        (folder / f"{len(modules) - 1}_Normalize").mkdir()
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": encoder.max_length}))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({
+        "prompts": {"query": encoder.prefixes["query"], "document": encoder.prefixes["passage"]},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    }, indent=2))

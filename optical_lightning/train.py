@@ -1,0 +1,97 @@
+"""The pipeline behind ``run.py``: compose -> data -> encoders -> head -> fit -> save -> results.
+
+Everything is built from the Hydra config with ``hydra.utils.instantiate``; the order is chosen to
+fail fast: config values and data files are checked before any model weights are loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from optical_lightning.atomic import atomic_write_json, atomic_write_text
+from optical_lightning.languages import check_language
+from optical_lightning.models.collate import PairCollator
+from optical_lightning.module import DistillationModule
+from optical_lightning.summary import print_summary
+
+log = logging.getLogger(__name__)
+
+# The frozen teacher is in eval mode on purpose; Lightning warns about any eval-mode module at fit start.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+def _instantiate_list(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a dict-shaped group (callbacks, loggers)."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (unless ``distill=none``), save the student in HF format and write ``results.json``.
+
+    Returns the results dictionary; ``run.py`` hands ``cfg.optimized_metric`` from it to sweepers.
+    """
+    started = time.time()
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    check_language(cfg.lang.code)
+
+    # Cheap checks first: the OT head validates its hyper-parameters, the data module reads the files.
+    train_student = bool(cfg.distill.train)
+    ot_head = instantiate(cfg.ot) if train_student and cfg.distill.ot_weight > 0 else None
+    datamodule = instantiate(cfg.data) if train_student else None
+    if datamodule is not None:
+        datamodule.setup("fit")
+
+    teacher = instantiate(cfg.teacher, frozen=True)
+    student = instantiate(cfg.student, target_dim=teacher.dim)
+    timing: dict[str, float] = {"load_s": time.time() - started}
+
+    metrics: dict[str, float] = {}
+    trainer = None
+    if train_student:
+        datamodule.collate_fn = PairCollator(teacher, student, with_student_en=cfg.distill.mse_weight > 0)
+        module = DistillationModule(
+            student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
+            optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
+        )
+        trainer = instantiate(
+            cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")), logger=_instantiate_list(cfg.get("logger"))
+            or False,
+        )
+        t0 = time.time()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        timing["fit_s"] = time.time() - t0
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if datamodule.val_pairs:  # the final student's held-out loss, whatever the step budget was
+            for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items():
+                metrics[k] = float(v)
+
+    results: dict[str, Any] = {}
+    if trainer is None or trainer.is_global_zero:
+        if cfg.get("save_student", True):
+            student.save_pretrained(out_dir / "student")
+        timing["total_s"] = time.time() - started
+        results = {
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": {"train": {k: v for k, v in metrics.items() if not k.startswith("val/")},
+                        "val": {k: v for k, v in metrics.items() if k.startswith("val/")}},
+            "data": datamodule.stats.as_dict() | {"train_pairs": len(datamodule.train_pairs),
+                                                  "val_pairs": len(datamodule.val_pairs)} if datamodule else {},
+            "timing": timing,
+            "student_dir": str(out_dir / "student") if cfg.get("save_student", True) else None,
+        }
+        atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
+        print_summary(results)
+    return results

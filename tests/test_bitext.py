@@ -1,0 +1,100 @@
+"""Reading real bitext files, cleaning, splitting, and the errors for malformed input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SO_BITEXT, SW_BITEXT
+
+from optical_lightning.data import BitextDataModule, BitextStats, clean_pairs, read_bitext, split_pairs
+from optical_lightning.errors import ConfigError, DataError
+
+
+def test_reads_real_tico19_rows_with_quotes_intact():
+    pairs = read_bitext(SW_BITEXT, "sw")
+    assert len(pairs) == 200
+    assert pairs[0].id.startswith("CMU_1:") and pairs[0].en and pairs[0].tgt
+    with_quotes = [p for p in pairs if '"' in p.en]
+    assert with_quotes, "the fixture has quoted text; csv quoting would have merged rows"
+    assert len(read_bitext(SO_BITEXT, "so")) == 200
+
+
+def test_wrong_language_column_names_the_file_and_the_fix():
+    with pytest.raises(DataError, match=r"tico19\.dev200\.en-sw\.tsv line 1: .*lacks column.*'so'.*lang=so"):
+        read_bitext(SW_BITEXT, "so")
+
+
+def test_missing_file_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError, match=r"not found: .*nope\.tsv - build it with `make data`"):
+        read_bitext(tmp_path / "nope.tsv", "sw")
+
+
+def test_malformed_row_names_file_line_and_expectation(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_text("id\ten\tsw\n1\tHello\tJambo\n2\tonly two fields\n")
+    with pytest.raises(DataError, match=r"bad\.tsv line 3: expected 3 tab-separated fields \(id, en, sw\), found 2"):
+        read_bitext(path, "sw")
+
+
+def test_non_utf8_file_is_reported(tmp_path):
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes("id\ten\tsw\n1\tcaf\xe9\tkahawa\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_bitext(path, "sw")
+
+
+def test_jsonl_and_its_errors(tmp_path):
+    good = tmp_path / "pairs.jsonl"
+    good.write_text(json.dumps({"id": "a", "en": "Water", "sw": "Maji"}) + "\n\n" + json.dumps({"en": "Fire", "sw": "Moto"}) + "\n")
+    pairs = read_bitext(good, "sw")
+    assert [(p.en, p.tgt) for p in pairs] == [("Water", "Maji"), ("Fire", "Moto")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"en": "Water", "sw": "Maji"}\n{"en": "Fire"\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl line 2: invalid JSON"):
+        read_bitext(bad, "sw")
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"en": "Water", "so": "Biyo"}\n')
+    with pytest.raises(DataError, match=r"line 1: expected an object with string fields 'en' and 'sw'"):
+        read_bitext(wrong, "sw")
+
+
+def test_cleaning_counts_every_drop(tmp_path):
+    path = tmp_path / "mixed.tsv"
+    rows = ["id\ten\tsw", "1\tHello\tJambo", "2\t  \tTupu", "3\tHello \t jambo", "4\tWater  is\tMaji ni",
+            "5\t" + "x" * 50 + "\tndefu", "6\tOk\t"]
+    path.write_text("\n".join(rows) + "\n")
+    stats = BitextStats()
+    kept = clean_pairs(read_bitext(path, "sw"), max_chars=40, stats=stats)
+    assert [p.id for p in kept] == ["1", "4"]
+    assert kept[1].en == "Water is"  # whitespace collapsed
+    assert (stats.read, stats.empty, stats.duplicates, stats.too_long, stats.kept) == (6, 2, 1, 1, 2)
+
+
+def test_split_is_deterministic_and_disjoint():
+    pairs = read_bitext(SW_BITEXT, "sw")
+    train1, val1 = split_pairs(pairs, 0.1, seed=7)
+    train2, val2 = split_pairs(pairs, 0.1, seed=7)
+    assert [p.id for p in val1] == [p.id for p in val2] and len(val1) == 20
+    assert not {p.id for p in train1} & {p.id for p in val1}
+    _, val3 = split_pairs(pairs, 0.1, seed=8)
+    assert {p.id for p in val3} != {p.id for p in val1}
+
+
+def test_datamodule_batches_and_empty_set_error(tmp_path):
+    dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=10, batch_size=16)
+    dm.setup("fit")
+    assert len(dm.train_pairs) == 190 and len(dm.val_pairs) == 10
+    first = next(iter(dm.train_dataloader()))
+    assert len(first) == 16
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("id\ten\tsw\n1\t \tx\n2\ty\t\n")
+    with pytest.raises(DataError, match=r"no training pairs left .*2 read: 2 empty"):
+        BitextDataModule(str(empty), "sw").setup("fit")
+
+
+def test_unknown_language_code_is_rejected():
+    with pytest.raises(ConfigError, match="use the ISO 639-1 code 'sw'"):
+        BitextDataModule(str(SW_BITEXT), "swa")
+    with pytest.raises(ConfigError, match="unknown language code 'xx'"):
+        BitextDataModule(str(SW_BITEXT), "xx")

@@ -1,0 +1,106 @@
+"""Real `python run.py ...` runs in a subprocess, on real bitext lines, as a user types them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import SO_BITEXT, SW_BITEXT, TINY, run_cli
+
+from optical_lightning.models.encoder import Encoder
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("outputs/distill/*/*/.hydra"))
+
+
+def only_run_dir(root: Path) -> Path:
+    dirs = [p.parent for p in root.glob("outputs/distill/runs/*/.hydra")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+@pytest.mark.parametrize("distill", ["optical", "mse"])
+def test_tiny_distillation_saves_a_reloadable_student(distill, tmp_path):
+    proc = run_cli(*TINY, f"distill={distill}", f"data.train={SW_BITEXT}", "trainer.max_steps=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    assert results["config"]["distill"]["name"] == distill
+    assert results["data"]["read"] == 200 and results["data"]["train_pairs"] + results["data"]["val_pairs"] == 200
+    assert results["metrics"]["train"]["train/loss"] > 0 and "val/loss" in results["metrics"]["val"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())  # resolved config next to the results
+    assert saved["data"]["train"] == str(SW_BITEXT) and saved["seed"] == 42
+    student = Encoder.from_pretrained(run / "student")
+    emb = student.encode(["Dalili za COVID-19 ni homa."])
+    assert emb.shape == (1, 32) and torch.isfinite(emb).all()
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+def test_distill_none_saves_the_untrained_student(tmp_path):
+    proc = run_cli(*TINY, "distill=none", "lang=so", f"data.train={SO_BITEXT}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+    assert json.loads((run / "results.json").read_text())["metrics"]["train"] == {}
+    assert (run / "student" / "optical_encoder.json").is_file()
+
+
+def test_multirun_sweeps_two_jobs(tmp_path):
+    proc = run_cli(*TINY, "distill=optical,mse", f"data.train={SW_BITEXT}", "trainer.max_steps=2", cwd=tmp_path,
+                   multirun=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [p.parent for p in tmp_path.glob("outputs/distill/multirun/*/*/results.json")]
+    names = sorted(json.loads((r / "results.json").read_text())["config"]["distill"]["name"] for r in runs)
+    assert names == ["mse", "optical"]
+
+
+def malformed(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.tsv"
+    path.write_text("id\ten\tsw\n1\tHello\tJambo\n2\tno tab here\n")
+    return path
+
+
+def filtered_empty(tmp_path: Path) -> Path:
+    path = tmp_path / "short.tsv"
+    path.write_text("id\ten\tsw\n1\tHi\tJa\n")
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda t: ["data.train=" + str(t / "absent.tsv")], r"bitext file not found: .*absent\.tsv"),
+    "malformed file": (lambda t: ["data.train=" + str(malformed(t))], r"broken\.tsv line 3: expected 3"),
+    "wrong language column": (lambda t: ["lang=so", f"data.train={SW_BITEXT}"], r"lacks column.*'so'"),
+    "unknown language code": (lambda t: ["lang.code=xx", f"data.train={SW_BITEXT}"], r"unknown language code 'xx'"),
+    "blur <= 0": (lambda t: ["ot.blur=0", f"data.train={SW_BITEXT}"], r"ot\.blur=0"),
+    "reach <= 0": (lambda t: ["ot.reach=-1", f"data.train={SW_BITEXT}"], r"ot\.reach=-1"),
+    "scaling outside (0,1)": (lambda t: ["ot.scaling=1.5", f"data.train={SW_BITEXT}"], r"ot\.scaling=1\.5"),
+    "empty after filtering": (lambda t: ["data.min_chars=5", "data.train=" + str(filtered_empty(t))],
+                              r"no training pairs left .*1 too short"),
+    "unknown model offline": (lambda t: ["student=me5_small", "student.model_name_or_path=nobody/nothing",
+                                         f"data.train={SW_BITEXT}"], r"cannot load model 'nobody/nothing'.*local HF folder"),
+    "size mismatch": (lambda t: ["student.projection=false", "student.hidden_size=48", f"data.train={SW_BITEXT}"],
+                      r"48 dimensions but the teacher in 32: set student\.projection=true"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_line_and_leaves_nothing_complete(case, tmp_path):
+    overrides, pattern = BAD_INPUTS[case]
+    proc = run_cli(*TINY, *overrides(tmp_path), "trainer.max_steps=2", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not list(tmp_path.glob("outputs/**/results.json")) and not list(tmp_path.glob("outputs/**/student"))
+
+
+def test_unknown_language_group_lists_the_choices(tmp_path):
+    proc = run_cli(*TINY, "lang=xx", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Could not find 'lang/xx'" in proc.stderr and "sw" in proc.stderr and "so" in proc.stderr

@@ -1,0 +1,84 @@
+"""The LightningModule on tiny models and real bitext: what trains, what stays frozen, what is saved."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from conftest import SW_BITEXT
+
+from optical_lightning.data import BitextDataModule
+from optical_lightning.losses.ot import OTDistillationHead
+from optical_lightning.models.collate import PairCollator
+from optical_lightning.module import DistillationModule
+
+
+def make(tiny_pair, ot_weight=1.0, mse_weight=0.0, lr=1e-3, **head):
+    teacher, student = tiny_pair
+    module = DistillationModule(
+        student, teacher, OTDistillationHead(**head) if ot_weight else None, ot_weight=ot_weight, mse_weight=mse_weight,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
+    )
+    dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=20, batch_size=16, seed=0,
+                          collate_fn=PairCollator(teacher, student, with_student_en=mse_weight > 0))
+    dm.setup("fit")
+    return module, dm
+
+
+def trainer(tmp_path, steps):
+    return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      default_root_dir=tmp_path)
+
+
+def mean_val_loss(module, dm):
+    with torch.no_grad():
+        return sum(module._step(b)[0].item() for b in dm.val_dataloader()) / len(dm.val_dataloader())
+
+
+def test_gradients_reach_student_and_never_teacher(tiny_pair):
+    module, dm = make(tiny_pair, ot_weight=1.0, mse_weight=0.5)
+    loss, logs = module._step(next(iter(dm.train_dataloader())))
+    loss.backward()
+    assert {"ot_loss", "mse_loss", "transport_cost", "plan_entropy"} <= set(logs)
+    assert all(p.grad is None for p in module.teacher.parameters())
+    student_grads = [p.grad for p in module.student.parameters() if p.requires_grad]
+    assert student_grads and all(g is not None for g in student_grads)
+    assert sum(g.abs().sum() for g in student_grads) > 0
+    assert all(id(p) not in {id(q) for q in module.teacher.parameters()}
+               for group in module.configure_optimizers()["optimizer"].param_groups for p in group["params"])
+
+
+def test_optical_training_lowers_the_held_out_transport_cost(tiny_pair, tmp_path):
+    module, dm = make(tiny_pair)
+    before = mean_val_loss(module, dm)
+    trainer(tmp_path, 30).fit(module, datamodule=dm)
+    after = mean_val_loss(module.eval(), dm)
+    assert after < before - 0.02, (before, after)
+    assert not module.teacher.training
+
+
+def test_mse_training_lowers_the_held_out_mse(tiny_pair, tmp_path):
+    module, dm = make(tiny_pair, ot_weight=0.0, mse_weight=1.0)
+    before = mean_val_loss(module, dm)
+    trainer(tmp_path, 30).fit(module, datamodule=dm)
+    assert mean_val_loss(module.eval(), dm) < before
+
+
+def test_idf_marginals_weight_frequent_tokens_less(tiny_pair, tmp_path):
+    module, dm = make(tiny_pair, marginals="idf")
+    trainer(tmp_path, 1).fit(module, datamodule=dm)
+    idf = module.teacher_idf
+    space = module.teacher.tokenizer.convert_tokens_to_ids("e")  # the commonest letter in English
+    rare = module.teacher.tokenizer.convert_tokens_to_ids("q")
+    assert idf is not None and idf[space] < idf[rare]
+
+
+def test_checkpoint_holds_the_student_not_the_teacher(tiny_pair, tmp_path):
+    module, dm = make(tiny_pair)
+    t = trainer(tmp_path, 2)
+    t.fit(module, datamodule=dm)
+    t.save_checkpoint(tmp_path / "last.ckpt")
+    state = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(k.startswith("student.") for k in state) and not any(k.startswith("teacher.") for k in state)
+    fresh, _ = make(tiny_pair)
+    fresh.load_state_dict(state)  # strict: every student key present, teacher filled from the live model
