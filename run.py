@@ -28,8 +28,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
-    section, _, _ = cfg.optimized_metric.partition("/")
-    return results.get("metrics", {}).get(section, {}).get(cfg.optimized_metric)
+    return results.get("flat", {}).get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
-"""The pipeline behind ``run.py``: compose -> data -> encoders -> head -> fit -> save -> results.
+"""The pipeline behind ``run.py``: config -> data -> encoders -> head -> evaluate -> fit -> evaluate -> results.
 
 Everything is built from the Hydra config with ``hydra.utils.instantiate``; the order is chosen to
-fail fast: config values and data files are checked before any model weights are loaded.
+fail fast: config values, data files and evaluation sets are checked before any weights load.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import time
 import warnings
 from pathlib import Path
@@ -17,10 +18,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optical_lightning.atomic import atomic_write_json, atomic_write_text
+from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
 from optical_lightning.module import DistillationModule
-from optical_lightning.summary import print_summary
+from optical_lightning.summary import flatten_results, print_summary
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,14 @@ def _instantiate_list(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train (unless ``distill=none``), save the student in HF format and write ``results.json``.
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
-    Returns the results dictionary; ``run.py`` hands ``cfg.optimized_metric`` from it to sweepers.
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate zero-shot, train (unless ``distill=none``), evaluate again, save the student, write results.
+
+    Returns the results dictionary that is also written to ``<run dir>/results.json``.
     """
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
@@ -47,18 +53,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_language(cfg.lang.code)
 
-    # Cheap checks first: the OT head validates its hyper-parameters, the data module reads the files.
+    # Cheap checks first: OT hyper-parameters, training files, evaluation sets.
     train_student = bool(cfg.distill.train)
     ot_head = instantiate(cfg.ot) if train_student and cfg.distill.ot_weight > 0 else None
     datamodule = instantiate(cfg.data) if train_student else None
     if datamodule is not None:
         datamodule.setup("fit")
+    suite: EvalSuite = instantiate(cfg.eval)
+    suite.load()
 
     teacher = instantiate(cfg.teacher, frozen=True)
     student = instantiate(cfg.student, target_dim=teacher.dim)
     timing: dict[str, float] = {"load_s": time.time() - started}
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
 
-    metrics: dict[str, float] = {}
+    def evaluate(encoder, stage: str) -> None:
+        t0 = time.time()
+        for name, values in suite.evaluate(encoder, teacher, stage).items():
+            metrics.setdefault(name, {})[stage] = values
+        timing[f"eval_{stage}_s"] = time.time() - t0
+
+    if suite.sets and suite.upper_bound:
+        evaluate(teacher, "teacher_en")
+    if suite.sets and (suite.zero_shot or not train_student):
+        evaluate(student, "zero_shot")
+
+    training: dict[str, float] = {}
     trainer = None
     if train_student:
         datamodule.collate_fn = PairCollator(teacher, student, with_student_en=cfg.distill.mse_weight > 0)
@@ -67,31 +87,39 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
         )
         trainer = instantiate(
-            cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")), logger=_instantiate_list(cfg.get("logger"))
-            or False,
+            cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")),
+            logger=_instantiate_list(cfg.get("logger")) or False,
         )
         t0 = time.time()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         timing["fit_s"] = time.time() - t0
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        training = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if datamodule.val_pairs:  # the final student's held-out loss, whatever the step budget was
-            for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items():
-                metrics[k] = float(v)
+            training.update({k: float(v) for k, v in trainer.validate(module, datamodule=datamodule,
+                                                                       verbose=False)[0].items()})
+        if suite.sets:
+            evaluate(student, "trained")
 
     results: dict[str, Any] = {}
     if trainer is None or trainer.is_global_zero:
         if cfg.get("save_student", True):
             student.save_pretrained(out_dir / "student")
         timing["total_s"] = time.time() - started
+        timing["peak_rss_mb"] = _peak_rss_mb()
         results = {
             "config": OmegaConf.to_container(cfg, resolve=True),
-            "metrics": {"train": {k: v for k, v in metrics.items() if not k.startswith("val/")},
-                        "val": {k: v for k, v in metrics.items() if k.startswith("val/")}},
-            "data": datamodule.stats.as_dict() | {"train_pairs": len(datamodule.train_pairs),
-                                                  "val_pairs": len(datamodule.val_pairs)} if datamodule else {},
+            "metrics": metrics,
+            "training": training,
+            "data": (datamodule.stats.as_dict() | {"train_pairs": len(datamodule.train_pairs),
+                                                   "val_pairs": len(datamodule.val_pairs)}) if datamodule else {},
+            "eval_sets": {name: {"queries": len(rs.queries), "docs": len(rs.docs)} for name, rs in suite.sets.items()},
+            "eval_skipped": suite.skipped,
             "timing": timing,
             "student_dir": str(out_dir / "student") if cfg.get("save_student", True) else None,
         }
+        results["flat"] = flatten_results(results)
+        if suite.per_query:
+            atomic_write_json(out_dir / "per_query.json", suite.per_query)
         atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
         print_summary(results)
     return results

@@ -37,7 +37,8 @@ def run_cli(*overrides: str, cwd: Path, multirun: bool = False, timeout: int = 3
     return subprocess.run(cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
-TINY = ("teacher=tiny", "student=tiny", "callbacks=none", "logger=csv", "trainer.enable_progress_bar=false")
+TINY_MODELS = ("teacher=tiny", "student=tiny", "callbacks=none", "logger=csv", "trainer.enable_progress_bar=false")
+TINY = (*TINY_MODELS, "eval=none")
 
 
 def compose_config(*overrides: str, output_dir: Path) -> DictConfig:

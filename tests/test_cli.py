@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SO_BITEXT, SW_BITEXT, TINY, run_cli
+from conftest import FIXTURES, SO_BITEXT, SW_BITEXT, TINY, TINY_MODELS, run_cli
 
 from optical_lightning.models.encoder import Encoder
 
@@ -31,7 +31,7 @@ def test_tiny_distillation_saves_a_reloadable_student(distill, tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert results["config"]["distill"]["name"] == distill
     assert results["data"]["read"] == 200 and results["data"]["train_pairs"] + results["data"]["val_pairs"] == 200
-    assert results["metrics"]["train"]["train/loss"] > 0 and "val/loss" in results["metrics"]["val"]
+    assert results["training"]["train/loss"] > 0 and "val/loss" in results["training"]
     saved = yaml.safe_load((run / "config.yaml").read_text())  # resolved config next to the results
     assert saved["data"]["train"] == str(SW_BITEXT) and saved["seed"] == 42
     student = Encoder.from_pretrained(run / "student")
@@ -40,11 +40,29 @@ def test_tiny_distillation_saves_a_reloadable_student(distill, tmp_path):
     assert (run / "csv" / "metrics.csv").is_file()
 
 
+def test_run_evaluates_zero_shot_trained_and_the_english_upper_bound(tmp_path):
+    proc = run_cli(*TINY_MODELS, f"eval.data_dir={FIXTURES / 'eval'}", "eval.sets=[afriqa,udhr,tico19-test]",
+                   "eval.scoring=[pooled,maxsim]", f"data.train={SW_BITEXT}", "trainer.max_steps=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    metrics = results["metrics"]
+    assert set(metrics) == {"afriqa-sw-en", "afriqa-sw-en/maxsim", "tico19-test-sw-en", "tico19-test-sw-en/maxsim"}
+    assert set(metrics["afriqa-sw-en"]) == {"zero_shot", "trained", "teacher_en"}
+    assert set(metrics["tico19-test-sw-en"]) == {"zero_shot", "trained"}
+    assert set(metrics["afriqa-sw-en"]["trained"]) == {"nDCG@10", "RR@10", "R@100", "P@1"}
+    assert "udhr" in results["eval_skipped"]
+    assert results["flat"]["afriqa-sw-en/trained/nDCG@10"] == metrics["afriqa-sw-en"]["trained"]["nDCG@10"]
+    per_query = json.loads((run / "per_query.json").read_text())
+    assert len(per_query["afriqa-sw-en/trained"]) == 20
+    assert "zero-shot" in proc.stdout and "Δ trained" in proc.stdout  # the summary table
+
+
 def test_distill_none_saves_the_untrained_student(tmp_path):
     proc = run_cli(*TINY, "distill=none", "lang=so", f"data.train={SO_BITEXT}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path)
-    assert json.loads((run / "results.json").read_text())["metrics"]["train"] == {}
+    assert json.loads((run / "results.json").read_text())["training"] == {}
     assert (run / "student" / "optical_encoder.json").is_file()
 
 

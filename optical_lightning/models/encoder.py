@@ -18,6 +18,7 @@ so ``SentenceTransformer(path)`` loads it with no code from this project.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from optical_lightning.atomic import atomic_dir
 from optical_lightning.errors import ConfigError, ModelLoadError
@@ -59,9 +61,11 @@ class Encoder(nn.Module):
         query_prefix: str = "",
         passage_prefix: str = "",
         max_length: int = 128,
+        passage_max_length: int | None = None,
         normalize: bool = True,
         projection_dim: int | None = None,
         frozen: bool = False,
+        freeze_embeddings: bool = False,
         name: str = "",
     ) -> None:
         super().__init__()
@@ -72,6 +76,8 @@ class Encoder(nn.Module):
         self.backbone, self.tokenizer = backbone, tokenizer
         self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
         self.prefixes: dict[str, str] = {"query": query_prefix, "passage": passage_prefix}
+        # documents are longer than queries: give them their own truncation length
+        self.max_lengths: dict[str, int] = {"query": max_length, "passage": passage_max_length or max_length}
         self.name = name or getattr(backbone.config, "_name_or_path", "")
         hidden = backbone.config.hidden_size
         self.projection: nn.Linear | None = None
@@ -82,6 +88,11 @@ class Encoder(nn.Module):
                 k = min(hidden, projection_dim)
                 self.projection.weight[:k, :k] = torch.eye(k)
                 self.projection.bias.zero_()
+        if freeze_embeddings:
+            # The (vocabulary x hidden) table is most of a multilingual encoder's weights (96M of mE5-small's
+            # 118M): keeping it fixed makes each optimizer step several times cheaper, and tokens unseen in
+            # the bitext keep their pretrained vectors instead of drifting.
+            backbone.get_input_embeddings().requires_grad_(False)
         self.frozen = False
         if frozen:
             self.freeze()
@@ -108,7 +119,7 @@ class Encoder(nn.Module):
             [prefix + t for t in texts],
             padding=True,
             truncation=True,
-            max_length=self.max_length,
+            max_length=self.max_lengths[role],
             return_tensors="pt",
             return_special_tokens_mask=True,
             return_offsets_mapping=self.tokenizer.is_fast and bool(prefix),
@@ -136,18 +147,47 @@ class Encoder(nn.Module):
         return EncoderOutput(tokens=hidden, attention_mask=mask, content_mask=content, pooled=pooled)
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], role: Role = "query", batch_size: int = 64) -> Tensor:
-        """Pooled embeddings of ``texts`` (N, D) on the CPU - the sentence-transformers style API."""
+    def encode(self, texts: list[str], role: Role = "query", batch_size: int = 64, tokens: bool = False,
+               progress: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Pooled embeddings (N, D) on the CPU - the sentence-transformers style API.
+
+        Texts are batched by length (longest first) so padding is minimal, then restored to input
+        order. With ``tokens=True`` also returns each text's content-token embeddings (L_i, D) for
+        late-interaction (max-sim) scoring.
+        """
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        out = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenize(texts[start : start + batch_size], role)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out.append(self(batch).pooled.float().cpu())
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        pooled = torch.empty(len(texts), self.dim)
+        token_list: list[Tensor] = [torch.empty(0)] * len(texts)
+        starts = range(0, len(texts), batch_size)
+        if progress:
+            from rich.progress import track
+
+            starts = track(starts, description=f"encoding {len(texts)} {role} texts", transient=True)
+        for start in starts:
+            idx = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx], role).items()}
+            out = self(batch)
+            pooled[idx] = out.pooled.float().cpu()
+            if tokens:
+                for row, i in enumerate(idx):
+                    token_list[i] = out.tokens[row][out.content_mask[row]].float().cpu()
         self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, self.dim)
+        return (pooled, token_list) if tokens else pooled
+
+    def fingerprint(self) -> str:
+        """A hash of the configuration and every weight: the key of cached document embeddings."""
+        cached = getattr(self, "_fingerprint", None)
+        if cached is not None and self.frozen:
+            return cached
+        h = hashlib.sha256(json.dumps(self.encoder_config(), sort_keys=True).encode())
+        for name, tensor in self.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        self._fingerprint = h.hexdigest()[:24]
+        return self._fingerprint
 
     # ------------------------------------------------------------------ persistence
     def encoder_config(self) -> dict:
@@ -156,6 +196,7 @@ class Encoder(nn.Module):
             "query_prefix": self.prefixes["query"],
             "passage_prefix": self.prefixes["passage"],
             "max_length": self.max_length,
+            "passage_max_length": self.max_lengths["passage"],
             "normalize": self.normalize,
             "projection_dim": self.projection.out_features if self.projection is not None else None,
             "base_model": self.name,
@@ -182,12 +223,13 @@ class Encoder(nn.Module):
                                  f"load plain Hugging Face models with load_encoder()")
         cfg = json.loads((path / ENCODER_CONFIG).read_text())
         encoder = cls(
-            AutoModel.from_pretrained(path),
+            _load_backbone(str(path), offline=True),
             AutoTokenizer.from_pretrained(path),
             pooling=cfg["pooling"],
             query_prefix=cfg["query_prefix"],
             passage_prefix=cfg["passage_prefix"],
             max_length=cfg["max_length"],
+            passage_max_length=cfg.get("passage_max_length"),
             normalize=cfg["normalize"],
             projection_dim=cfg["projection_dim"],
             frozen=frozen,
@@ -205,10 +247,13 @@ def load_encoder(
     query_prefix: str = "",
     passage_prefix: str = "",
     max_length: int = 128,
+    passage_max_length: int | None = None,
     normalize: bool = True,
     projection: bool = False,
     target_dim: int | None = None,
     frozen: bool = False,
+    freeze_embeddings: bool = False,
+    cache_dir: str | None = None,
 ) -> Encoder:
     """Build an :class:`Encoder` from a hub id or a local folder (the ``_target_`` of model configs).
 
@@ -218,12 +263,12 @@ def load_encoder(
     if (Path(model_name_or_path) / ENCODER_CONFIG).is_file():  # a student saved by an earlier run
         encoder = Encoder.from_pretrained(model_name_or_path, frozen=frozen)
     else:
-        location = resolve_model(model_name_or_path)
+        location = resolve_model(model_name_or_path, cache_dir=cache_dir)
         # read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=offline)
-            backbone = AutoModel.from_pretrained(location, local_files_only=offline)
+            backbone = _load_backbone(location, offline)
         except (OSError, ValueError) as e:
             raise ModelLoadError(
                 f"cannot load model '{model_name_or_path}': it is not a local folder and could not be "
@@ -234,7 +279,8 @@ def load_encoder(
         proj_dim = (target_dim or hidden) if projection else None
         encoder = Encoder(
             backbone, tokenizer, pooling=pooling, query_prefix=query_prefix, passage_prefix=passage_prefix,
-            max_length=max_length, normalize=normalize, projection_dim=proj_dim, frozen=frozen,
+            max_length=max_length, passage_max_length=passage_max_length, normalize=normalize,
+            projection_dim=proj_dim, frozen=frozen, freeze_embeddings=freeze_embeddings,
             name=model_name_or_path,
         )
     if target_dim is not None and encoder.dim != target_dim:
@@ -243,6 +289,19 @@ def load_encoder(
             f"set student.projection=true to learn a linear map between the spaces"
         )
     return encoder
+
+
+def _load_backbone(location: str, offline: bool) -> PreTrainedModel:
+    """The bare encoder without a pooler head: we pool ourselves, so a checkpoint's pooler weights are
+    deliberately unused and transformers' load report about them is silenced."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModel.from_pretrained(location, local_files_only=offline, add_pooling_layer=False)
+    except TypeError:  # architectures without a pooler option
+        return AutoModel.from_pretrained(location, local_files_only=offline)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _write_sentence_transformers_modules(encoder: Encoder, folder: Path) -> None:

@@ -1,0 +1,70 @@
+"""On-disk cache of document embeddings of a frozen encoder.
+
+Encoding AfriQA's 5,254 passages takes minutes on two CPU cores, and every run and sweep job
+would otherwise repeat it. Entries are keyed by the encoder's fingerprint (config + weights) and the
+document file's hash, written to a temporary file and renamed into place: concurrent writers
+(sweep jobs, DDP ranks) at worst compute the same entry twice, and a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from optical_lightning.atomic import public_mode
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingCache:
+    def __init__(self, cache_dir: str | os.PathLike | None) -> None:
+        self.dir = Path(cache_dir) if cache_dir else None
+
+    def path(self, key: dict) -> Path | None:
+        if self.dir is None:
+            return None
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        return self.dir / f"{digest}.safetensors"
+
+    def get_or_compute(self, key: dict, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+        path = self.path(key)
+        if path is not None and path.is_file():
+            try:
+                return load_file(path)
+            except Exception:  # a corrupt entry (e.g. disk full) is recomputed, never trusted
+                log.warning("embedding cache entry %s is unreadable; recomputing it", path)
+        tensors = compute()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            os.close(fd)
+            public_mode(tmp)
+            try:
+                save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                          metadata={"key": json.dumps(key, sort_keys=True)})
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return tensors
+
+
+def pack(token_list: list[Tensor]) -> dict[str, Tensor]:
+    """Variable-length token matrices as one (T, D) float16 tensor plus offsets (N + 1)."""
+    lengths = torch.tensor([len(t) for t in token_list], dtype=torch.long)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    return {"tokens": torch.cat(token_list).half(), "offsets": offsets}
+
+
+def unpack(packed: dict[str, Tensor]) -> list[Tensor]:
+    tokens, offsets = packed["tokens"].float(), packed["offsets"].tolist()
+    return [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]

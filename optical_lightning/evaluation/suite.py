@@ -1,0 +1,132 @@
+"""The evaluation suite of a run: which sets exist for the language, and their metrics per stage.
+
+Stages: ``zero_shot`` (the student before training), ``trained`` (after), and ``teacher_en``
+(the teacher on the human English version of the queries: the upper bound distillation aims at).
+Queries are always encoded by the query encoder in the ``query`` role, documents by the frozen
+teacher in the ``passage`` role; the teacher's document embeddings are cached on disk.
+
+Set names resolve inside ``data_dir`` (see ``make data``):
+
+* ``afriqa`` / ``udhr`` -> ``retrieval/<name>-<lang>-en/`` (queries, docs, qrels[, queries.en])
+* anything else -> ``translation/<lang>/<name>.tsv`` ("find the translation" on held-out bitext)
+
+Sets missing for the language are skipped with one log line and listed under ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from optical_lightning.errors import ConfigError, DataError
+from optical_lightning.evaluation.cache import EmbeddingCache, pack, unpack
+from optical_lightning.evaluation.datasets import RetrievalSet, load_retrieval_dir, load_translation_set
+from optical_lightning.evaluation.metrics import DEFAULT_METRICS, evaluate_run, parse_metrics
+from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
+from optical_lightning.models.encoder import Encoder
+
+log = logging.getLogger(__name__)
+RETRIEVAL_DIRS = ("afriqa", "udhr")
+SCORINGS = ("pooled", "maxsim")
+
+
+class EvalSuite:
+    def __init__(
+        self,
+        data_dir: str,
+        lang: str,
+        sets: list[str],
+        scoring: list[str] = ("pooled",),
+        metrics: list[str] = DEFAULT_METRICS,
+        max_queries: int | None = None,
+        batch_size: int = 64,
+        cache_dir: str | None = None,
+        seed: int = 0,
+        top_k: int = 100,
+        zero_shot: bool = True,
+        upper_bound: bool = True,
+    ) -> None:
+        bad = [s for s in scoring if s not in SCORINGS]
+        if bad:
+            raise ConfigError(f"eval.scoring={list(scoring)}: unknown {bad}; choose from {list(SCORINGS)}")
+        parse_metrics(list(metrics))
+        self.data_dir, self.lang = Path(data_dir), lang
+        self.set_names, self.scoring, self.metrics = list(sets), list(scoring), list(metrics)
+        self.max_queries, self.batch_size, self.seed, self.top_k = max_queries, batch_size, seed, top_k
+        self.zero_shot, self.upper_bound = zero_shot, upper_bound
+        self.cache = EmbeddingCache(cache_dir)
+        self.sets: dict[str, RetrievalSet] = {}
+        self.skipped: dict[str, str] = {}
+        self.per_query: dict[str, dict[str, dict[str, float]]] = {}
+
+    def load(self) -> dict[str, RetrievalSet]:
+        """Read every configured set present for the language (cheap; done before models load)."""
+        for name in self.set_names:
+            if name in RETRIEVAL_DIRS:
+                path = self.data_dir / "retrieval" / f"{name}-{self.lang}-en"
+                loader = lambda p=path, n=name: load_retrieval_dir(p, f"{n}-{self.lang}-en")  # noqa: E731
+            else:
+                path = self.data_dir / "translation" / self.lang / f"{name}.tsv"
+                loader = lambda p=path, n=name: load_translation_set(p, self.lang, f"{n}-{self.lang}-en")  # noqa: E731
+            if not path.exists():
+                self.skipped[name] = f"not found: {path}"
+                log.info("eval set %s skipped for lang=%s (%s)", name, self.lang, path)
+                continue
+            rs = loader().subsample_queries(self.max_queries, self.seed)
+            self.sets[rs.name] = rs
+        if self.set_names and not self.sets:
+            raise DataError(f"none of the evaluation sets {self.set_names} exists under {self.data_dir} for "
+                            f"lang={self.lang}: run `make data`, or set eval.sets=[] to train without evaluation")
+        return self.sets
+
+    # ------------------------------------------------------------------ encoding
+    def _docs(self, teacher: Encoder, rs: RetrievalSet) -> tuple[list[str], dict[str, Any]]:
+        """Teacher embeddings of the collection, from the cache when this teacher has seen it before."""
+        docids = list(rs.docs)
+        texts = [rs.docs[d] for d in docids]
+        with_tokens = "maxsim" in self.scoring  # token matrices are large: store them only when needed
+        key = {"encoder": teacher.fingerprint(), "docs": rs.docs_key, "n": len(docids), "tokens": with_tokens}
+
+        def compute() -> dict:
+            out = teacher.encode(texts, "passage", self.batch_size, tokens=with_tokens, progress=len(texts) > 500)
+            return {"pooled": out[0], **pack(out[1])} if with_tokens else {"pooled": out}
+
+        cached = self.cache.get_or_compute(key, compute)
+        return docids, {"pooled": cached["pooled"], "maxsim": unpack(cached) if with_tokens else None}
+
+    def _search(self, encoder: Encoder, queries: dict[str, str], docids: list[str], docs: Any, scoring: str) -> dict:
+        qids = list(queries)
+        texts = [queries[q] for q in qids]
+        if scoring == "pooled":
+            return pooled_search(encoder.encode(texts, "query", self.batch_size), docs, qids, docids, self.top_k)
+        _, q_tokens = encoder.encode(texts, "query", self.batch_size, tokens=True)
+        return maxsim_search(q_tokens, docs, qids, docids, self.top_k)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, query_encoder: Encoder, teacher: Encoder, stage: str) -> dict[str, dict[str, float]]:
+        """Metrics of ``query_encoder`` against ``teacher``-encoded documents, per set and scoring.
+
+        ``stage="teacher_en"`` encodes the English versions of the queries with ``query_encoder``
+        (pass the teacher) on the sets that have them.
+        """
+        if not self.sets:
+            self.load()
+        results: dict[str, dict[str, float]] = {}
+        for rs in self.sets.values():
+            queries = rs.queries_en if stage == "teacher_en" else rs.queries
+            if not queries:
+                continue
+            docids, docs = self._docs(teacher, rs)
+            for scoring in self.scoring:
+                t0 = time.time()
+                run = self._search(query_encoder, queries, docids, docs[scoring], scoring)
+                name = rs.name if scoring == "pooled" else f"{rs.name}/{scoring}"
+                mean, per_query = evaluate_run(run, rs.qrels if stage != "teacher_en" else
+                                               {q: rs.qrels[q] for q in queries if q in rs.qrels}, self.metrics)
+                results[name] = mean
+                self.per_query[f"{name}/{stage}"] = per_query
+                log.info("%s %s: %s (%.1fs)", stage, name,
+                         ", ".join(f"{k}={v:.3f}" for k, v in mean.items()), time.time() - t0)
+        return results

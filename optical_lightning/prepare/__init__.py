@@ -1,0 +1,14 @@
+"""Build real, human-translated en-sw / en-so bitext and evaluation sets from what registries ship.
+
+``python -m optical_lightning.prepare`` downloads (and caches) package artifacts that happen to
+carry human translations - Kolibri's and Django's UI strings (PyPI), Babel's CLDR display names,
+MediaWiki's and WordPress's message catalogues (Debian), the Universal Declaration of Human
+Rights (npm) - and, when a local data mirror is given, TICO-19, FLORES-200, NTREX-128, Tatoeba,
+MAFAND-MT and AfriQA. It writes training bitext under ``<out>/bitext/<lang>/``, evaluation sets
+under ``<out>/eval/`` and a ``manifest.json`` (written last) that records licences, origins and
+counts. Evaluation text never leaks into training files (:mod:`.overlap`).
+
+Modules, in the order data flows: :mod:`.records` (the data types), :mod:`.fetch` (downloads),
+:mod:`.sources` (one module per source), :mod:`.clean` (UI-string cleaning), :mod:`.dedup`,
+:mod:`.overlap`, :mod:`.tsv`, :mod:`.manifest`, :mod:`.build` (the pipeline) and :mod:`.cli`.
+"""

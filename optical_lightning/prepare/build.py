@@ -1,0 +1,186 @@
+"""The pipeline: load every source, keep evaluation text out of training data, write the files,
+write ``manifest.json`` last.
+
+Order matters for safety: the manifest of a previous run is deleted first and written again only
+after every other file is in place, so a crashed or interrupted run never leaves a
+``manifest.json`` that looks complete. Each language's ``bitext/<lang>/`` and
+``eval/translation/<lang>/`` folder (and each retrieval folder, named ``<set>-<lang>-en``) is
+assembled in a temporary folder and renamed into place, so none is ever half-written; folders of a
+requested language that this run did not rebuild are removed, so that every evaluation file left
+in ``<out>`` is one the training files were checked against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optical_lightning.atomic import atomic_dir
+from optical_lightning.prepare.dedup import union
+from optical_lightning.prepare.manifest import make_manifest, write_manifest
+from optical_lightning.prepare.overlap import eval_texts, remove_overlap
+from optical_lightning.prepare.records import (
+    TRAINING_ROLES,
+    Bitext,
+    RetrievalSet,
+    SourceContext,
+    SourceResult,
+    SourceSkipped,
+)
+from optical_lightning.prepare.sources import SOURCES
+from optical_lightning.prepare.tsv import write_pairs, write_tsv
+
+#: the union files of ``bitext/<lang>/`` and the role each one collects
+UNION_FILES = {"train.tsv": "train", "medical.tsv": "medical", "medical_terms.tsv": "medical_terms"}
+
+Log = Callable[[str], None]
+Step = Callable[[str], AbstractContextManager[object]]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What ``python -m optical_lightning.prepare`` was asked to do."""
+
+    out: Path
+    cache: Path
+    langs: tuple[str, ...] = ("sw", "so")
+    sources: tuple[str, ...] = tuple(SOURCES)
+    mirror: Path | None = None
+    offline: bool = False
+
+
+@dataclass
+class LanguageOutput:
+    """What was written for one language (the manifest reports it)."""
+
+    lang: str
+    unions: dict[str, dict[str, object]] = field(default_factory=dict)
+    eval_sets: dict[str, Bitext] = field(default_factory=dict)
+    retrieval: dict[str, RetrievalSet] = field(default_factory=dict)
+    overlap_removed: dict[str, int] = field(default_factory=dict)
+    eval_texts: int = 0
+
+    @property
+    def built(self) -> bool:
+        return any(u["pairs"] for u in self.unions.values()) or bool(self.eval_sets or self.retrieval)
+
+
+def readable(path: Path) -> None:
+    """Give ``path`` (and everything under it) the usual umask permissions: the atomic helpers
+    create 0700 folders and 0600 files (``mkdtemp``/``mkstemp``), too strict for a shared data dir."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+@contextlib.contextmanager
+def _no_step(_: str) -> Iterator[None]:
+    yield
+
+
+def load_sources(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> list[SourceResult]:
+    """Run each requested source; an unavailable one becomes a ``skipped`` result and one log line."""
+    ctx = SourceContext(cfg.cache, cfg.langs, cfg.offline, cfg.mirror)
+    results = []
+    for name in cfg.sources:
+        module = SOURCES[name]
+        with step(name):
+            try:
+                result = module.load(ctx)
+            except SourceSkipped as e:
+                result = SourceResult(name, module.LICENCE, module.ORIGIN, "skipped", str(e))
+            except Exception as e:  # a broken upstream file must not sink the other sources
+                result = SourceResult(name, module.LICENCE, module.ORIGIN, "skipped",
+                                      f"error: {type(e).__name__}: {e}")
+        log(describe(result))
+        results.append(result)
+    return results
+
+
+def describe(result: SourceResult) -> str:
+    """One log line per source: its status and pair counts per language and set."""
+    if result.status == "skipped":
+        return f"{result.name}: skipped: {result.reason}"
+    parts = [f"{b.name}[{b.lang}] {b.raw:,} -> {len(b.pairs):,}" for b in result.bitexts]
+    parts += [f"{r.name} {len(r.queries):,} queries / {len(r.docs):,} docs" for r in result.retrieval]
+    note = f" (problems: {result.reason})" if result.reason else ""
+    return f"{result.name}: ok ({result.origin}): {', '.join(parts)}{note}"
+
+
+def write_language(out: Path, lang: str, results: list[SourceResult]) -> LanguageOutput:
+    """Filter, merge and write everything of one language; return what was written."""
+    bitexts = [b for r in results for b in r.bitexts if b.lang == lang]
+    evals = [b for b in bitexts if b.role == "eval"]
+    retrieval = [s for r in results for s in r.retrieval if s.lang == lang]
+    training = [b for b in bitexts if b.role in TRAINING_ROLES]
+    texts = eval_texts(evals, retrieval)
+    output = LanguageOutput(lang, eval_texts=len(texts))
+    for b in training:
+        b.pairs, b.overlap_removed = remove_overlap(b.pairs, texts)
+        output.overlap_removed[b.name] = b.overlap_removed
+
+    bitext_dir = out / "bitext" / lang
+    if training:
+        with atomic_dir(bitext_dir) as tmp:
+            for b in training:
+                if b.role == "train":
+                    write_pairs(tmp / f"{b.name}.tsv", lang, b.pairs)
+            for filename, role in UNION_FILES.items():
+                members = [b for b in training if b.role == role]
+                if not members:
+                    continue
+                pairs, per_source, duplicates = union(members)
+                write_pairs(tmp / filename, lang, pairs, with_source=True)
+                output.unions[filename] = {"pairs": len(pairs), "per_source": dict(per_source),
+                                           "duplicates_removed": duplicates}
+            readable(tmp)
+    elif bitext_dir.exists():
+        shutil.rmtree(bitext_dir)
+
+    eval_dir = out / "eval" / "translation" / lang
+    if evals:
+        with atomic_dir(eval_dir) as tmp:
+            for b in evals:
+                write_pairs(tmp / f"{b.name}.tsv", lang, b.pairs)
+                output.eval_sets[b.name] = b
+            readable(tmp)
+    elif eval_dir.exists():
+        shutil.rmtree(eval_dir)
+    for s in retrieval:
+        write_retrieval(out / "eval" / "retrieval" / s.name, s)
+        output.retrieval[s.name] = s
+    for stale in (out / "eval" / "retrieval").glob(f"*-{lang}-en"):
+        if stale.name not in output.retrieval and stale.is_dir():
+            shutil.rmtree(stale)  # from an earlier run: this run did not check training data against it
+    return output
+
+
+def write_retrieval(folder: Path, s: RetrievalSet) -> None:
+    """``queries.tsv``, ``queries.en.tsv`` (if known), ``docs.tsv`` and ``qrels.tsv`` in one folder."""
+    with atomic_dir(folder) as tmp:
+        write_tsv(tmp / "queries.tsv", ("qid", "text"), s.queries)
+        if s.queries_en:
+            write_tsv(tmp / "queries.en.tsv", ("qid", "text"), s.queries_en)
+        write_tsv(tmp / "docs.tsv", ("docid", "text"), s.docs)
+        write_tsv(tmp / "qrels.tsv", ("qid", "docid", "relevance"), s.qrels)
+        readable(tmp)
+
+
+def build(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> dict[str, object]:
+    """Build everything ``cfg`` asks for and return the manifest (also written to ``<out>``)."""
+    started = time.monotonic()
+    manifest_path = cfg.out / "manifest.json"
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)
+    results = load_sources(cfg, log, step)
+    outputs = {lang: write_language(cfg.out, lang, results) for lang in cfg.langs}
+    manifest = make_manifest(cfg, results, outputs, time.monotonic() - started)
+    readable(write_manifest(manifest_path, manifest))
+    return manifest

@@ -1,0 +1,95 @@
+"""The data types every source returns and the pipeline passes along.
+
+A source yields one :class:`SourceResult`: metadata (licence, origin, version) plus any number of
+:class:`Bitext` sets (each one language and one *role*) and :class:`RetrievalSet` folders. The role
+decides where a set is written and whether it may train a model, which is what keeps evaluation
+text out of training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+#: ``train``: general-domain training union; ``medical``/``medical_terms``: domain training data
+#: kept out of ``train.tsv``; ``eval``: translation evaluation sets (never trained on).
+Role = Literal["train", "medical", "medical_terms", "eval"]
+TRAINING_ROLES: frozenset[str] = frozenset({"train", "medical", "medical_terms"})
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One translation pair; ``source`` is filled in when sets are merged."""
+
+    id: str
+    en: str
+    tgt: str
+    source: str = ""
+
+
+@dataclass
+class Bitext:
+    """One named set of pairs in one language, with where it came from and what cleaning dropped."""
+
+    name: str
+    lang: str
+    role: Role
+    pairs: list[Pair]
+    licence: str
+    origin: str
+    raw: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    #: pairs removed because their text occurs in an evaluation set (filled in by the build).
+    overlap_removed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.raw:
+            self.raw = len(self.pairs)
+
+
+@dataclass
+class RetrievalSet:
+    """A query -> document evaluation folder (``queries.tsv``, ``queries.en.tsv``, ``docs.tsv``,
+    ``qrels.tsv``); all rows are ``(id, text)`` except qrels ``(qid, docid, relevance)``."""
+
+    name: str
+    lang: str
+    queries: list[tuple[str, str]]
+    queries_en: list[tuple[str, str]]
+    docs: list[tuple[str, str]]
+    qrels: list[tuple[str, str, int]]
+    licence: str
+    origin: str
+    #: extra texts (e.g. single paragraphs of a multi-paragraph query) that must not be trained on.
+    extra_texts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SourceResult:
+    """Everything one source produced, or why it produced nothing (``status == "skipped"``)."""
+
+    name: str
+    licence: str
+    origin: str
+    status: Literal["ok", "skipped"] = "ok"
+    reason: str = ""
+    version: str = ""
+    bitexts: list[Bitext] = field(default_factory=list)
+    retrieval: list[RetrievalSet] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What every source's ``load`` is given: where to cache downloads, which languages to build,
+    whether the network may be used, and the optional local data mirror."""
+
+    cache: Path
+    langs: tuple[str, ...] = ("sw", "so")
+    offline: bool = False
+    mirror: Path | None = None
+
+
+class SourceSkipped(Exception):
+    """Raised by a source whose tool, package or file is unavailable; the build logs one warning
+    line (``skipped: <why>``) and carries on with the other sources."""

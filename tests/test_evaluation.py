@@ -1,0 +1,119 @@
+"""Retrieval evaluation against hand-computed metrics, brute-force scoring and real fixture sets."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FIXTURES
+
+from optical_lightning.errors import ConfigError, DataError
+from optical_lightning.evaluation import EvalSuite, evaluate_run, load_retrieval_dir, load_translation_set
+from optical_lightning.evaluation.cache import EmbeddingCache, pack, unpack
+from optical_lightning.evaluation.datasets import RetrievalSet
+from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
+from optical_lightning.models.tiny import tiny_encoder
+
+EVAL = FIXTURES / "eval"
+
+
+def test_metrics_match_hand_computation():
+    qrels = {"q1": {"d3": 1}, "q2": {"d1": 1}, "q3": {"d9": 1}}
+    run = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}, "q2": {"d1": 5.0, "d2": 1.0}}  # q3 retrieved nothing
+    mean, per_query = evaluate_run(run, qrels, ["nDCG@10", "RR@10", "R@100", "P@1"])
+    assert per_query["q1"]["nDCG@10"] == pytest.approx(1 / math.log2(4))  # relevant at rank 3
+    assert per_query["q1"]["RR@10"] == pytest.approx(1 / 3) and per_query["q2"]["P@1"] == 1.0
+    assert per_query["q3"] == {"nDCG@10": 0.0, "RR@10": 0.0, "R@100": 0.0, "P@1": 0.0}
+    assert mean["RR@10"] == pytest.approx((1 / 3 + 1 + 0) / 3)
+    assert mean["R@100"] == pytest.approx(2 / 3)
+    with pytest.raises(ConfigError, match="unknown metric"):
+        evaluate_run(run, qrels, ["nDCG@ten"])
+
+
+def test_pooled_search_equals_brute_force_ranking():
+    g = torch.Generator().manual_seed(0)
+    q, d = F.normalize(torch.randn(7, 16, generator=g), dim=-1), F.normalize(torch.randn(50, 16, generator=g), dim=-1)
+    run = pooled_search(q, d, [f"q{i}" for i in range(7)], [f"d{j}" for j in range(50)], k=5, chunk=3)
+    for i in range(7):
+        best = torch.argsort(q[i] @ d.T, descending=True)[:5].tolist()
+        assert list(run[f"q{i}"]) == [f"d{j}" for j in best]
+
+
+def test_maxsim_equals_a_loop_over_pairs():
+    g = torch.Generator().manual_seed(1)
+    qs = [F.normalize(torch.randn(n, 8, generator=g), dim=-1) for n in (3, 5, 1)]
+    ds = [F.normalize(torch.randn(n, 8, generator=g), dim=-1) for n in (4, 2, 7, 3, 6)]
+    run = maxsim_search(qs, ds, ["a", "b", "c"], [f"d{j}" for j in range(5)], k=5, query_batch=2, doc_batch=2)
+    for qid, qt in zip(["a", "b", "c"], qs):
+        for j, dt in enumerate(ds):
+            expected = sum(max(float(qv @ dv) for dv in dt) for qv in qt)
+            assert run[qid][f"d{j}"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_identical_texts_are_found_first():
+    # an oracle that needs no trained model: a text retrieves itself with the same encoder
+    rs = load_translation_set(EVAL / "translation" / "sw" / "tico19-test.tsv", "sw")
+    same = RetrievalSet("self", rs.docs, rs.docs, {q: {q: 1} for q in rs.docs}, docs_key="self")
+    enc = tiny_encoder(seed=3, frozen=True)
+    suite = EvalSuite(str(EVAL), "sw", [], scoring=["pooled", "maxsim"])
+    suite.sets = {"self": same}
+    results = suite.evaluate(enc, enc, "zero_shot")
+    assert results["self"]["P@1"] == pytest.approx(1.0) and results["self/maxsim"]["P@1"] == pytest.approx(1.0)
+
+
+def test_real_fixture_sets_load():
+    afriqa = load_retrieval_dir(EVAL / "retrieval" / "afriqa-sw-en")
+    assert len(afriqa.queries) == 20 and len(afriqa.docs) == 80 and len(afriqa.queries_en) == 20
+    tico = load_translation_set(EVAL / "translation" / "so" / "tico19-test.tsv", "so")
+    assert len(tico.queries) == 40 and all(tico.qrels[q] == {q: 1} for q in tico.queries)
+
+
+def test_suite_runs_every_stage_and_skips_missing_sets(tmp_path):
+    suite = EvalSuite(str(EVAL), "sw", ["afriqa", "udhr", "tico19-test"], cache_dir=str(tmp_path / "cache"))
+    suite.load()
+    assert set(suite.sets) == {"afriqa-sw-en", "tico19-test-sw-en"} and "udhr" in suite.skipped
+    teacher, student = tiny_encoder(seed=0, frozen=True), tiny_encoder(seed=1)
+    upper = suite.evaluate(teacher, teacher, "teacher_en")
+    assert set(upper) == {"afriqa-sw-en"}  # only AfriQA has English versions of its queries
+    zero = suite.evaluate(student, teacher, "zero_shot")
+    assert set(zero) == {"afriqa-sw-en", "tico19-test-sw-en"}
+    assert all(0.0 <= v <= 1.0 for m in zero.values() for v in m.values())
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # one entry per collection
+
+
+def test_suite_with_no_set_present_says_how_to_get_data(tmp_path):
+    with pytest.raises(DataError, match="run `make data`"):
+        EvalSuite(str(tmp_path), "so", ["afriqa", "flores200-devtest"]).load()
+    with pytest.raises(ConfigError, match="eval.scoring"):
+        EvalSuite(str(tmp_path), "so", [], scoring=["bm25"])
+
+
+def test_embedding_cache_computes_once_and_survives_corruption(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pack([torch.ones(2, 4), torch.zeros(3, 4)])
+
+    first = cache.get_or_compute({"k": 1}, compute)
+    second = cache.get_or_compute({"k": 1}, compute)
+    assert len(calls) == 1 and [t.shape for t in unpack(second)] == [(2, 4), (3, 4)]
+    torch.testing.assert_close(first["offsets"], second["offsets"])
+    cache.path({"k": 1}).write_bytes(b"garbage")
+    cache.get_or_compute({"k": 1}, compute)
+    assert len(calls) == 2 and not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+def test_malformed_qrels_are_reported(tmp_path):
+    (tmp_path / "queries.tsv").write_text("qid\ttext\nq1\thabari\n")
+    (tmp_path / "docs.tsv").write_text("docid\ttext\nd1\tnews\n")
+    (tmp_path / "qrels.tsv").write_text("qid\tdocid\trelevance\nq1\td1\tyes\n")
+    with pytest.raises(DataError, match=r"qrels\.tsv line 2: relevance 'yes' is not an integer"):
+        load_retrieval_dir(tmp_path)
+    (tmp_path / "qrels.tsv").write_text("qid\tdocid\trelevance\nq1\td7\t1\n")
+    with pytest.raises(DataError, match="no query has a relevant document"):
+        load_retrieval_dir(tmp_path)
