@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from optical_lightning.atomic import atomic_write_json, atomic_write_text
+from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
 from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
@@ -121,5 +121,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if suite.per_query:
             atomic_write_json(out_dir / "per_query.json", suite.per_query)
         atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
+        point_symlink(Path(cfg.paths.log_dir) / "latest", out_dir)
         print_summary(results)
     return results

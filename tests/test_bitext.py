@@ -98,3 +98,11 @@ def test_unknown_language_code_is_rejected():
         BitextDataModule(str(SW_BITEXT), "swa")
     with pytest.raises(ConfigError, match="unknown language code 'xx'"):
         BitextDataModule(str(SW_BITEXT), "xx")
+
+
+def test_source_column_is_counted_per_origin(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("id\ten\tsw\tsource\n1\tWater\tMaji\tkolibri\n2\tFire\tMoto\tdjango\n3\tEarth\tArdhi\tkolibri\n")
+    stats = BitextStats()
+    clean_pairs(read_bitext(path, "sw"), stats=stats)
+    assert stats.per_source == {"train.tsv:kolibri": 2, "train.tsv:django": 1}

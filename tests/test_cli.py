@@ -38,6 +38,7 @@ def test_tiny_distillation_saves_a_reloadable_student(distill, tmp_path):
     emb = student.encode(["Dalili za COVID-19 ni homa."])
     assert emb.shape == (1, 32) and torch.isfinite(emb).all()
     assert (run / "csv" / "metrics.csv").is_file()
+    assert (tmp_path / "outputs" / "latest").resolve() == run.resolve()
 
 
 def test_run_evaluates_zero_shot_trained_and_the_english_upper_bound(tmp_path):

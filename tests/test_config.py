@@ -24,7 +24,7 @@ def test_ot_configs_instantiate_valid_heads(option, tmp_path):
 
 def test_default_is_the_real_setup(tmp_path):
     cfg = compose_config(output_dir=tmp_path)
-    assert cfg.teacher.model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
+    assert cfg.teacher.model_name_or_path == "intfloat/multilingual-e5-small"
     assert cfg.student.model_name_or_path == "intfloat/multilingual-e5-small"
     assert cfg.distill.name == "optical" and cfg.lang.code == "sw"
 

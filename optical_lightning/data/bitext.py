@@ -85,6 +85,7 @@ def _read_tsv(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
         )
     i_en, i_tgt = header.index("en"), header.index(lang)
     i_id = header.index("id") if "id" in header else None
+    i_src = header.index("source") if "source" in header else None  # `make data` records each pair's origin
     pairs = []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -96,7 +97,8 @@ def _read_tsv(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
                 f"({', '.join(header)}), found {len(cols)}"
             )
         row_id = cols[i_id] if i_id is not None else f"{path.stem}:{lineno}"
-        pairs.append(BitextPair(row_id, cols[i_en], cols[i_tgt], path.name))
+        source = f"{path.name}:{cols[i_src]}" if i_src is not None else path.name
+        pairs.append(BitextPair(row_id, cols[i_en], cols[i_tgt], source))
     return pairs
 
 
