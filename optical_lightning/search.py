@@ -19,7 +19,7 @@ from rich.table import Table
 
 from optical_lightning.atomic import atomic_write_text
 from optical_lightning.errors import DataError, ModelLoadError, OpticalError, user_error
-from optical_lightning.evaluation.cache import EmbeddingCache, pack, unpack
+from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import file_key, read_docs, read_qrels, read_queries
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, evaluate_run
 from optical_lightning.evaluation.scoring import Run, maxsim_search, pooled_search
@@ -60,19 +60,14 @@ def search(args: argparse.Namespace, console: Console) -> dict[str, float] | Non
     q_enc, d_enc = load_models(args.run_dir, args.query_model, args.doc_model)
     qids, docids = list(queries), list(docs)
     maxsim = args.scoring == "maxsim"
-    key = {"encoder": d_enc.fingerprint(), "docs": file_key(Path(args.docs)), "n": len(docids), "tokens": maxsim}
-
-    def encode_docs() -> dict:
-        out = d_enc.encode([docs[d] for d in docids], "passage", args.batch_size, tokens=maxsim, progress=True)
-        return {"pooled": out[0], **pack(out[1])} if maxsim else {"pooled": out}
-
-    cached = EmbeddingCache(args.cache_dir).get_or_compute(key, encode_docs)
+    docs_emb = document_embeddings(d_enc, [docs[d] for d in docids], file_key(Path(args.docs)),
+                                   EmbeddingCache(args.cache_dir), with_tokens=maxsim, batch_size=args.batch_size)
     texts = [queries[q] for q in qids]
     if maxsim:
         _, q_tokens = q_enc.encode(texts, "query", args.batch_size, tokens=True, progress=True)
-        run = maxsim_search(q_tokens, unpack(cached), qids, docids, args.k)
+        run = maxsim_search(q_tokens, docs_emb["maxsim"], qids, docids, args.k)
     else:
-        run = pooled_search(q_enc.encode(texts, "query", args.batch_size, progress=True), cached["pooled"], qids,
+        run = pooled_search(q_enc.encode(texts, "query", args.batch_size, progress=True), docs_emb["pooled"], qids,
                             docids, args.k)
     write_trec(run, args.out, args.tag)
     console.print(f"wrote {sum(len(d) for d in run.values())} lines for {len(run)} queries to [bold]{args.out}[/bold]")

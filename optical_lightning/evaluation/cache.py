@@ -15,10 +15,14 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from optical_lightning.models.encoder import Encoder
 
 from optical_lightning.atomic import public_mode
 
@@ -68,3 +72,19 @@ def pack(token_list: list[Tensor]) -> dict[str, Tensor]:
 def unpack(packed: dict[str, Tensor]) -> list[Tensor]:
     tokens, offsets = packed["tokens"].float(), packed["offsets"].tolist()
     return [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def document_embeddings(encoder: Encoder, texts: list[str], docs_key: str, cache: EmbeddingCache,
+                        with_tokens: bool, batch_size: int = 64) -> dict[str, Tensor | list[Tensor] | None]:
+    """``{"pooled": (N, D), "maxsim": [(L_i, D)] or None}`` for a collection, cached per encoder and file.
+
+    Token matrices are large, so they are computed and stored only when max-sim scoring needs them.
+    """
+    key = {"encoder": encoder.fingerprint(), "docs": docs_key, "n": len(texts), "tokens": with_tokens}
+
+    def compute() -> dict[str, Tensor]:
+        out = encoder.encode(texts, "passage", batch_size, tokens=with_tokens, progress=len(texts) > 500)
+        return {"pooled": out[0], **pack(out[1])} if with_tokens else {"pooled": out}
+
+    cached = cache.get_or_compute(key, compute)
+    return {"pooled": cached["pooled"], "maxsim": unpack(cached) if with_tokens else None}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from optical_lightning.errors import ConfigError, DataError
-from optical_lightning.evaluation.cache import EmbeddingCache, pack, unpack
+from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import RetrievalSet, load_retrieval_dir, load_translation_set
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, evaluate_run, parse_metrics
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
@@ -85,16 +85,9 @@ class EvalSuite:
     def _docs(self, teacher: Encoder, rs: RetrievalSet) -> tuple[list[str], dict[str, Any]]:
         """Teacher embeddings of the collection, from the cache when this teacher has seen it before."""
         docids = list(rs.docs)
-        texts = [rs.docs[d] for d in docids]
-        with_tokens = "maxsim" in self.scoring  # token matrices are large: store them only when needed
-        key = {"encoder": teacher.fingerprint(), "docs": rs.docs_key, "n": len(docids), "tokens": with_tokens}
-
-        def compute() -> dict:
-            out = teacher.encode(texts, "passage", self.batch_size, tokens=with_tokens, progress=len(texts) > 500)
-            return {"pooled": out[0], **pack(out[1])} if with_tokens else {"pooled": out}
-
-        cached = self.cache.get_or_compute(key, compute)
-        return docids, {"pooled": cached["pooled"], "maxsim": unpack(cached) if with_tokens else None}
+        docs = document_embeddings(teacher, [rs.docs[d] for d in docids], rs.docs_key, self.cache,
+                                   with_tokens="maxsim" in self.scoring, batch_size=self.batch_size)
+        return docids, docs
 
     def _search(self, encoder: Encoder, queries: dict[str, str], docids: list[str], docs: Any, scoring: str) -> dict:
         qids = list(queries)
