@@ -100,10 +100,12 @@ class DistillationModule(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch_size)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # general held-out pairs log as val/*, held-out domain pairs (if any) as val_domain/*
+        prefixes = getattr(self.trainer.datamodule, "val_prefixes", None) or ["val"]
         _, logs = self._step(batch)
-        self.log_dict({f"val/{k}": v for k, v in logs.items()}, prog_bar=False, sync_dist=True,
-                      batch_size=batch["student_tgt"]["input_ids"].shape[0])
+        self.log_dict({f"{prefixes[dataloader_idx]}/{k}": v for k, v in logs.items()}, prog_bar=False,
+                      sync_dist=True, add_dataloader_idx=False, batch_size=batch["student_tgt"]["input_ids"].shape[0])
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:

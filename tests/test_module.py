@@ -32,7 +32,7 @@ def trainer(tmp_path, steps):
 
 def mean_val_loss(module, dm):
     with torch.no_grad():
-        return sum(module._step(b)[0].item() for b in dm.val_dataloader()) / len(dm.val_dataloader())
+        return sum(module._step(b)[0].item() for b in dm.val_dataloader()[0]) / len(dm.val_dataloader()[0])
 
 
 def test_gradients_reach_student_and_never_teacher(tiny_pair):

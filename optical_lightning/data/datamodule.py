@@ -1,4 +1,10 @@
-"""Lightning DataModule over one or more bitext files.
+"""Lightning DataModule over general bitext, optionally mixed with domain-specific bitext.
+
+Domain pairs come from ``domain_files`` (all rows, or only the rows whose ``source`` column is in
+``domain_sources``, so one union file can feed both pools); they are removed from the general pool
+and mixed in at ``domain_ratio`` by :class:`~optical_lightning.data.mixing.MixtureSampler`.
+A few domain pairs are held out (``domain_val_size``) for an in-domain validation loss
+(``val_domain/*``) next to the general one (``val/*``).
 
 Batches are lists of :class:`BitextPair` turned into tensors by ``collate_fn``; the collator is
 injected (it owns the teacher and student tokenizers, see :mod:`optical_lightning.models.collate`)
@@ -15,7 +21,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from optical_lightning.data.bitext import BitextPair, BitextStats, clean_pairs, read_bitext, split_pairs
+from optical_lightning.data.bitext import (
+    BitextPair,
+    BitextStats,
+    clean_pairs,
+    normalize_text,
+    read_bitext,
+    split_pairs,
+)
+from optical_lightning.data.mixing import MixtureSampler, check_mixture
 from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.languages import check_language
 
@@ -28,7 +42,15 @@ class BitextDataModule(pl.LightningDataModule):
         lang: the non-English column, e.g. ``sw``.
         val_size: held-out share (float in [0, 1)) or count (int) for the validation loss.
         batch_size: pairs per batch (per device under DDP).
-        max_pairs: keep at most this many pairs after cleaning (seeded choice), ``None`` for all.
+        max_pairs: keep at most this many general pairs after cleaning (seeded choice), ``None`` for all.
+        domain_files: bitext files of the domain (empty: no domain).
+        domain_sources: keep only these ``source`` values of ``domain_files`` (and drop them from
+            the general pool); ``None`` takes every row.
+        domain_ratio: expected share of domain pairs per epoch, in [0, 1].
+        schedule: ``mixed`` (interleaved) or ``sequential`` (general first, then domain).
+        epoch_size: samples per epoch over all ranks; ``None`` makes one epoch the whole step
+            budget (``max_steps`` x global batch) when the trainer has one, else all pairs once.
+        domain_val_size: held-out domain pairs (share or count) for ``val_domain/*``.
         collate_fn: turns a list of pairs into model inputs; set by the training pipeline.
     """
 
@@ -44,6 +66,12 @@ class BitextDataModule(pl.LightningDataModule):
         dedup: bool = True,
         max_pairs: int | None = None,
         seed: int = 42,
+        domain_files: Sequence[str] = (),
+        domain_sources: Sequence[str] | None = None,
+        domain_ratio: float = 0.0,
+        schedule: str = "mixed",
+        epoch_size: int | None = None,
+        domain_val_size: float | int = 0,
         collate_fn: Callable[[list[BitextPair]], Any] | None = None,
     ) -> None:
         super().__init__()
@@ -58,15 +86,29 @@ class BitextDataModule(pl.LightningDataModule):
         self.val_size, self.batch_size, self.num_workers = val_size, batch_size, num_workers
         self.min_chars, self.max_chars, self.dedup = min_chars, max_chars, dedup
         self.max_pairs, self.seed = max_pairs, seed
+        self.domain_paths = [Path(p) for p in ([domain_files] if isinstance(domain_files, (str, Path))
+                                                else (domain_files or []))]
+        self.domain_sources = set(domain_sources) if domain_sources else None
+        check_mixture(domain_ratio, schedule, n_domain=1 if self.domain_paths else 0)
+        if epoch_size is not None and epoch_size < 1:
+            raise ConfigError(f"domain.epoch_size={epoch_size}: must be a positive integer or null")
+        self.domain_ratio, self.schedule, self.epoch_size = float(domain_ratio), schedule, epoch_size
+        self.domain_val_size = domain_val_size
         self.collate_fn = collate_fn
         self.train_pairs: list[BitextPair] | None = None
         self.val_pairs: list[BitextPair] = []
+        self.domain_pairs: list[BitextPair] = []
+        self.domain_val_pairs: list[BitextPair] = []
         self.stats = BitextStats()
+        self.domain_stats = BitextStats()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_pairs is not None:  # already read (the pipeline reads early to fail fast)
             return
-        rows = [pair for path in self.paths for pair in read_bitext(path, self.lang)]
+        domain = self._read_domain()
+        taken = {(normalize_text(p.en), normalize_text(p.tgt)) for p in domain}
+        rows = [pair for path in self.paths for pair in read_bitext(path, self.lang)
+                if not self._is_domain_source(pair) and (normalize_text(pair.en), normalize_text(pair.tgt)) not in taken]
         pairs = clean_pairs(rows, min_chars=self.min_chars, max_chars=self.max_chars, dedup=self.dedup, stats=self.stats)
         if not pairs:
             s = self.stats
@@ -78,13 +120,51 @@ class BitextDataModule(pl.LightningDataModule):
         if self.max_pairs is not None and len(pairs) > self.max_pairs:
             pairs, _ = split_pairs(pairs, len(pairs) - self.max_pairs, self.seed)
         self.train_pairs, self.val_pairs = split_pairs(pairs, self.val_size, self.seed)
+        if domain:
+            self.domain_pairs, self.domain_val_pairs = split_pairs(domain, self.domain_val_size, self.seed)
 
-    def _loader(self, pairs: list[BitextPair], shuffle: bool) -> DataLoader:
+    def _is_domain_source(self, pair: BitextPair) -> bool:
+        # `make data` files tag rows "<file>:<source>"; user files are tagged with their file name.
+        return self.domain_sources is not None and pair.source.rsplit(":", 1)[-1] in self.domain_sources
+
+    def _read_domain(self) -> list[BitextPair]:
+        if not self.domain_paths:
+            return []
+        rows = [pair for path in self.domain_paths for pair in read_bitext(path, self.lang)
+                if self.domain_sources is None or self._is_domain_source(pair)]
+        pairs = clean_pairs(rows, min_chars=self.min_chars, max_chars=self.max_chars, dedup=self.dedup,
+                            stats=self.domain_stats)
+        if not pairs and self.domain_ratio > 0:
+            wanted = f" with source in {sorted(self.domain_sources)}" if self.domain_sources else ""
+            raise DataError(f"no domain pairs{wanted} in {', '.join(map(str, self.domain_paths))}: check "
+                            f"domain.files/domain.sources, or run `make data`")
+        return pairs
+
+    @property
+    def mixing(self) -> bool:
+        return bool(self.domain_pairs) or self.epoch_size is not None
+
+    def resolved_epoch_size(self) -> int:
+        """Samples per epoch over all ranks (see ``epoch_size``)."""
+        if self.epoch_size is not None:
+            return self.epoch_size
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps * self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        return len(self.train_pairs) + len(self.domain_pairs)
+
+    def train_sampler(self, num_replicas: int = 1, rank: int = 0) -> MixtureSampler:
+        self.setup()
+        return MixtureSampler(len(self.train_pairs), len(self.domain_pairs), self.domain_ratio,
+                              self.resolved_epoch_size(), self.schedule, self.seed, num_replicas, rank)
+
+    def _loader(self, pairs: list[BitextPair], shuffle: bool, sampler: MixtureSampler | None = None) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             pairs,  # a list is a map-style dataset
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn or list,
             generator=generator,
@@ -93,8 +173,30 @@ class BitextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_pairs, shuffle=True)
+        if not self.mixing:  # general bitext only: a plain shuffled epoch over all pairs
+            return self._loader(self.train_pairs, shuffle=True)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return self._loader(self.train_pairs + self.domain_pairs, shuffle=True, sampler=self.train_sampler(world, rank))
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> list[DataLoader]:
+        """General held-out pairs first, then the domain's (``val/*`` and ``val_domain/*``)."""
         self.setup()
-        return self._loader(self.val_pairs, shuffle=False) if self.val_pairs else []
+        return [self._loader(pairs, shuffle=False) for _, pairs in self._val_sets()]
+
+    @property
+    def val_prefixes(self) -> list[str]:
+        """Metric prefix of each validation loader, in order."""
+        return [name for name, _ in self._val_sets()]
+
+    def _val_sets(self) -> list[tuple[str, list[BitextPair]]]:
+        return [(n, p) for n, p in (("val", self.val_pairs), ("val_domain", self.domain_val_pairs)) if p]
+
+    def summary(self) -> dict:
+        """Counts for ``results.json``: what was read, kept, held out and mixed."""
+        return self.stats.as_dict() | {
+            "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
+            "domain": self.domain_stats.as_dict() | {"train_pairs": len(self.domain_pairs),
+                                                     "val_pairs": len(self.domain_val_pairs),
+                                                     "ratio": self.domain_ratio, "schedule": self.schedule},
+        }
