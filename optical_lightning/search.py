@@ -61,14 +61,16 @@ def search(args: argparse.Namespace, console: Console) -> dict[str, float] | Non
     qids, docids = list(queries), list(docs)
     maxsim = args.scoring == "maxsim"
     docs_emb = document_embeddings(d_enc, [docs[d] for d in docids], file_key(Path(args.docs)),
-                                   EmbeddingCache(args.cache_dir), with_tokens=maxsim, batch_size=args.batch_size)
+                                   EmbeddingCache(args.cache_dir), with_tokens=maxsim, batch_size=args.batch_size,
+                                   precision=args.precision)
     texts = [queries[q] for q in qids]
     if maxsim:
-        _, q_tokens = q_enc.encode(texts, "query", args.batch_size, tokens=True, progress=True)
+        _, q_tokens = q_enc.encode(texts, "query", args.batch_size, tokens=True, progress=True,
+                                   precision=args.precision)
         run = maxsim_search(q_tokens, docs_emb["maxsim"], qids, docids, args.k)
     else:
-        run = pooled_search(q_enc.encode(texts, "query", args.batch_size, progress=True), docs_emb["pooled"], qids,
-                            docids, args.k)
+        run = pooled_search(q_enc.encode(texts, "query", args.batch_size, progress=True, precision=args.precision),
+                            docs_emb["pooled"], qids, docids, args.k)
     write_trec(run, args.out, args.tag)
     console.print(f"wrote {sum(len(d) for d in run.values())} lines for {len(run)} queries to [bold]{args.out}[/bold]")
     if qrels is None:
@@ -96,6 +98,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=100, help="documents per query")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", choices=["auto", "32", "bf16"], default="auto",
+                   help="encoding precision; auto: bf16 where the hardware runs it natively")
     p.add_argument("--cache-dir", default=None, help="cache document embeddings here (reused across calls)")
     p.add_argument("--tag", default="optical-lightning", help="run tag in the TREC file")
     return p

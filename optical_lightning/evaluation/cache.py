@@ -23,8 +23,8 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from optical_lightning.models.encoder import Encoder
-
 from optical_lightning.atomic import public_mode
+from optical_lightning.precision import inference_dtype
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,19 @@ def unpack(packed: dict[str, Tensor]) -> list[Tensor]:
 
 
 def document_embeddings(encoder: Encoder, texts: list[str], docs_key: str, cache: EmbeddingCache,
-                        with_tokens: bool, batch_size: int = 64) -> dict[str, Tensor | list[Tensor] | None]:
+                        with_tokens: bool, batch_size: int = 64,
+                        precision: str = "32") -> dict[str, Tensor | list[Tensor] | None]:
     """``{"pooled": (N, D), "maxsim": [(L_i, D)] or None}`` for a collection, cached per encoder and file.
 
     Token matrices are large, so they are computed and stored only when max-sim scoring needs them.
     """
-    key = {"encoder": encoder.fingerprint(), "docs": docs_key, "n": len(texts), "tokens": with_tokens}
+    dtype = inference_dtype(precision, next(encoder.parameters()).device.type)
+    key = {"encoder": encoder.fingerprint(), "docs": docs_key, "n": len(texts), "tokens": with_tokens,
+           "dtype": str(dtype or torch.float32)}
 
     def compute() -> dict[str, Tensor]:
-        out = encoder.encode(texts, "passage", batch_size, tokens=with_tokens, progress=len(texts) > 500)
+        out = encoder.encode(texts, "passage", batch_size, tokens=with_tokens, progress=len(texts) > 500,
+                             precision=precision)
         return {"pooled": out[0], **pack(out[1])} if with_tokens else {"pooled": out}
 
     cached = cache.get_or_compute(key, compute)

@@ -35,6 +35,7 @@ from transformers.utils import logging as hf_logging
 from optical_lightning.atomic import atomic_dir
 from optical_lightning.errors import ConfigError, ModelLoadError
 from optical_lightning.models.registry import resolve_model
+from optical_lightning.precision import autocast
 
 Role = Literal["query", "passage"]
 ENCODER_CONFIG = "optical_encoder.json"
@@ -148,12 +149,13 @@ class Encoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, texts: list[str], role: Role = "query", batch_size: int = 64, tokens: bool = False,
-               progress: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+               progress: bool = False, precision: str = "32") -> Tensor | tuple[Tensor, list[Tensor]]:
         """Pooled embeddings (N, D) on the CPU - the sentence-transformers style API.
 
         Texts are batched by length (longest first) so padding is minimal, then restored to input
         order. With ``tokens=True`` also returns each text's content-token embeddings (L_i, D) for
-        late-interaction (max-sim) scoring.
+        late-interaction (max-sim) scoring. ``precision`` is ``32``, ``bf16`` or ``auto`` (bf16
+        where the hardware runs it natively; see :mod:`optical_lightning.precision`).
         """
         was_training = self.training
         self.eval()
@@ -169,7 +171,8 @@ class Encoder(nn.Module):
         for start in starts:
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx], role).items()}
-            out = self(batch)
+            with autocast(precision, device.type):
+                out = self(batch)
             pooled[idx] = out.pooled.float().cpu()
             if tokens:
                 for row, i in enumerate(idx):
