@@ -13,6 +13,7 @@ in ``<out>`` is one the training files were checked against.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -110,6 +111,7 @@ def describe(result: SourceResult) -> str:
         return f"{result.name}: skipped: {result.reason}"
     parts = [f"{b.name}[{b.lang}] {b.raw:,} -> {len(b.pairs):,}" for b in result.bitexts]
     parts += [f"{r.name} {len(r.queries):,} queries / {len(r.docs):,} docs" for r in result.retrieval]
+    parts += [f"{m.name}-{m.lang} {len(m.rows):,} questions" for m in result.mcqa]
     note = f" (problems: {result.reason})" if result.reason else ""
     return f"{result.name}: ok ({result.origin}): {', '.join(parts)}{note}"
 
@@ -173,6 +175,27 @@ def write_retrieval(folder: Path, s: RetrievalSet) -> None:
         readable(tmp)
 
 
+def write_mcqa(out: Path, results: list[SourceResult]) -> dict[str, dict[str, object]]:
+    """Each multiple-choice set as ``eval/mcqa/<name>-<lang>.jsonl`` (the folder is replaced whole)."""
+    sets = [m for r in results for m in r.mcqa]
+    folder = out / "eval" / "mcqa"
+    if not sets:
+        if folder.exists():
+            shutil.rmtree(folder)
+        return {}
+    written = {}
+    with atomic_dir(folder) as tmp:
+        for m in sets:
+            name = f"{m.name}-{m.lang}"
+            (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in m.rows),
+                                               encoding="utf-8")
+            written[name] = {"questions": len(m.rows), "subjects": len({r["subject"] for r in m.rows}),
+                             "skipped_rows": m.skipped, "licence": m.licence, "origin": m.origin,
+                             "file": f"eval/mcqa/{name}.jsonl"}
+        readable(tmp)
+    return written
+
+
 def build(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> dict[str, object]:
     """Build everything ``cfg`` asks for and return the manifest (also written to ``<out>``)."""
     started = time.monotonic()
@@ -181,6 +204,8 @@ def build(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> dict[str
     manifest_path.unlink(missing_ok=True)
     results = load_sources(cfg, log, step)
     outputs = {lang: write_language(cfg.out, lang, results) for lang in cfg.langs}
+    mcqa = write_mcqa(cfg.out, results)
     manifest = make_manifest(cfg, results, outputs, time.monotonic() - started)
+    manifest["eval"]["mcqa"] = mcqa
     readable(write_manifest(manifest_path, manifest))
     return manifest

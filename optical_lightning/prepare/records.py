@@ -66,6 +66,19 @@ class RetrievalSet:
 
 
 @dataclass
+class MCQASet:
+    """Multiple-choice questions in Global-MMLU columns (``sample_id, subject, question,
+    option_a .. option_d, answer``), written to ``eval/mcqa/<name>-<lang>.jsonl``."""
+
+    name: str
+    lang: str
+    rows: list[dict[str, str]]
+    licence: str
+    origin: str
+    skipped: int = 0  # malformed rows (e.g. stray header lines) left out
+
+
+@dataclass
 class SourceResult:
     """Everything one source produced, or why it produced nothing (``status == "skipped"``)."""
 
@@ -77,6 +90,7 @@ class SourceResult:
     version: str = ""
     bitexts: list[Bitext] = field(default_factory=list)
     retrieval: list[RetrievalSet] = field(default_factory=list)
+    mcqa: list[MCQASet] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
