@@ -49,6 +49,9 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
     for key in ("read", "kept", "train_pairs", "val_pairs"):
         if key in data:
             table.add_row(f"data/{key}", str(data[key]))
+    domain = data.get("domain") or {}
+    if domain.get("train_pairs"):
+        table.add_row("data/domain_pairs", f"{domain['train_pairs']} (ratio {domain['ratio']}, {domain['schedule']})")
     for key, value in results.get("timing", {}).items():
         table.add_row(f"timing/{key}", f"{value:.1f}")
     console.print(table)

@@ -23,6 +23,7 @@ from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
 from optical_lightning.module import DistillationModule
 from optical_lightning.summary import flatten_results, print_summary
+from optical_lightning.tracking import finish, publish
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     Returns the results dictionary that is also written to ``<run dir>/results.json``.
     """
+    loggers: list[Any] = []
+    try:
+        return _run(cfg, loggers)
+    finally:
+        finish(loggers)  # close W&B runs even on errors, so the next job of a multirun starts clean
+
+
+def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -61,21 +70,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         datamodule.setup("fit")
     suite: EvalSuite = instantiate(cfg.eval)
     suite.load()
+    if datamodule is not None and suite.sets:
+        suite.add_validation_bitext(datamodule.val_pairs)
+    mcqa = instantiate(cfg.mcqa) if cfg.get("mcqa") else None
+    if mcqa is not None:
+        mcqa.load()
 
+    loggers.extend(_instantiate_list(cfg.get("logger")))
     teacher = instantiate(cfg.teacher, frozen=True)
     student = instantiate(cfg.student, target_dim=teacher.dim)
     timing: dict[str, float] = {"load_s": time.time() - started}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
 
+    mcqa_details: dict[str, dict] = {}
+
     def evaluate(encoder, stage: str) -> None:
         t0 = time.time()
-        for name, values in suite.evaluate(encoder, teacher, stage).items():
+        for name, values in (suite.evaluate(encoder, teacher, stage) if suite.sets else {}).items():
             metrics.setdefault(name, {})[stage] = values
+        if mcqa is not None and (stage != "teacher_en" or mcqa.teacher_row):
+            report = mcqa.evaluate(encoder, teacher)
+            mcqa_details[stage] = {k: report.pop(k) for k in ("per_group", "per_subject")}
+            metrics.setdefault(mcqa.name, {})[stage] = report
+            log.info("%s %s: accuracy=%.3f (chance %.3f, n=%d)", stage, mcqa.name, report["accuracy"],
+                     report["chance"], report["n"])
         timing[f"eval_{stage}_s"] = time.time() - t0
 
-    if suite.sets and suite.upper_bound:
+    evaluating = bool(suite.sets) or mcqa is not None
+    if evaluating and suite.upper_bound:
         evaluate(teacher, "teacher_en")
-    if suite.sets and (suite.zero_shot or not train_student):
+    if evaluating and (suite.zero_shot or not train_student):
         evaluate(student, "zero_shot")
 
     training: dict[str, float] = {}
@@ -88,16 +112,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         trainer = instantiate(
             cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")),
-            logger=_instantiate_list(cfg.get("logger")) or False,
+            logger=loggers or False,
         )
         t0 = time.time()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         timing["fit_s"] = time.time() - t0
         training = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if datamodule.val_pairs:  # the final student's held-out loss, whatever the step budget was
-            training.update({k: float(v) for k, v in trainer.validate(module, datamodule=datamodule,
-                                                                       verbose=False)[0].items()})
-        if suite.sets:
+        if datamodule.val_prefixes:  # the final student's held-out losses, whatever the step budget was
+            for per_loader in trainer.validate(module, datamodule=datamodule, verbose=False):
+                training.update({k: float(v) for k, v in per_loader.items()})
+        if evaluating:
             evaluate(student, "trained")
 
     results: dict[str, Any] = {}
@@ -110,8 +134,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "config": OmegaConf.to_container(cfg, resolve=True),
             "metrics": metrics,
             "training": training,
-            "data": (datamodule.stats.as_dict() | {"train_pairs": len(datamodule.train_pairs),
-                                                   "val_pairs": len(datamodule.val_pairs)}) if datamodule else {},
+            "data": datamodule.summary() if datamodule else {},
             "eval_sets": {name: {"queries": len(rs.queries), "docs": len(rs.docs)} for name, rs in suite.sets.items()},
             "eval_skipped": suite.skipped,
             "timing": timing,
@@ -120,7 +143,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["flat"] = flatten_results(results)
         if suite.per_query:
             atomic_write_json(out_dir / "per_query.json", suite.per_query)
+        if mcqa_details:
+            atomic_write_json(out_dir / "mcqa.json", {"name": mcqa.name, "path": str(mcqa.path), "mode": mcqa.mode,
+                                                      "stages": mcqa_details})
         atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
         point_symlink(Path(cfg.paths.log_dir) / "latest", out_dir)
+        publish(loggers, results, suite.per_query)
         print_summary(results)
     return results

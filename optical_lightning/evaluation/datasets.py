@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from optical_lightning.data.bitext import read_bitext
+from optical_lightning.data.bitext import BitextPair, read_bitext
 from optical_lightning.errors import DataError
 
 
@@ -93,7 +93,13 @@ def load_retrieval_dir(folder: str | Path, name: str | None = None) -> Retrieval
 
 def load_translation_set(path: str | Path, lang: str, name: str | None = None) -> RetrievalSet:
     path = Path(path)
-    pairs = read_bitext(path, lang)
+    return translation_set(read_bitext(path, lang), name or path.stem, file_key(path))
+
+
+def translation_set(pairs: list[BitextPair], name: str, docs_key: str | None = None) -> RetrievalSet:
+    """"Find the translation" over ``pairs``: target side as queries, English side as documents."""
+    if docs_key is None:
+        docs_key = hashlib.sha256("\n".join(p.en for p in pairs).encode()).hexdigest()[:24]
     # duplicates on either side would make the gold ambiguous; keep the first occurrence
     seen_q, seen_d, queries, docs, qrels = set(), set(), {}, {}, {}
     for p in pairs:
@@ -102,7 +108,7 @@ def load_translation_set(path: str | Path, lang: str, name: str | None = None) -
         seen_q.add(p.tgt)
         seen_d.add(p.en)
         queries[p.id], docs[p.id], qrels[p.id] = p.tgt, p.en, {p.id: 1}
-    return _checked(RetrievalSet(name or path.stem, queries, docs, qrels, docs_key=file_key(path)))
+    return _checked(RetrievalSet(name, queries, docs, qrels, docs_key=docs_key))
 
 
 def _checked(rs: RetrievalSet) -> RetrievalSet:

@@ -20,12 +20,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
-from optical_lightning.evaluation.datasets import RetrievalSet, load_retrieval_dir, load_translation_set
+from optical_lightning.evaluation.datasets import (
+    RetrievalSet,
+    load_retrieval_dir,
+    load_translation_set,
+    translation_set,
+)
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, evaluate_run, parse_metrics
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder
+from optical_lightning.precision import inference_dtype
 
 log = logging.getLogger(__name__)
 RETRIEVAL_DIRS = ("afriqa", "udhr")
@@ -47,15 +54,19 @@ class EvalSuite:
         top_k: int = 100,
         zero_shot: bool = True,
         upper_bound: bool = True,
+        bitext_val: bool = True,
+        precision: str = "auto",
     ) -> None:
         bad = [s for s in scoring if s not in SCORINGS]
         if bad:
             raise ConfigError(f"eval.scoring={list(scoring)}: unknown {bad}; choose from {list(SCORINGS)}")
         parse_metrics(list(metrics))
+        inference_dtype(precision)  # fail fast on a typo
+        self.precision = precision
         self.data_dir, self.lang = Path(data_dir), lang
         self.set_names, self.scoring, self.metrics = list(sets), list(scoring), list(metrics)
         self.max_queries, self.batch_size, self.seed, self.top_k = max_queries, batch_size, seed, top_k
-        self.zero_shot, self.upper_bound = zero_shot, upper_bound
+        self.zero_shot, self.upper_bound, self.bitext_val = zero_shot, upper_bound, bitext_val
         self.cache = EmbeddingCache(cache_dir)
         self.sets: dict[str, RetrievalSet] = {}
         self.skipped: dict[str, str] = {}
@@ -81,20 +92,28 @@ class EvalSuite:
                             f"lang={self.lang}: run `make data`, or set eval.sets=[] to train without evaluation")
         return self.sets
 
+    def add_validation_bitext(self, pairs: list[BitextPair]) -> None:
+        """"Find the translation" on the run's held-out training pairs: ``bitext-val``, a
+        retrieval metric for model selection and sweepers that never touches a test set."""
+        if pairs and self.bitext_val:
+            self.sets["bitext-val"] = translation_set(pairs, "bitext-val")
+
     # ------------------------------------------------------------------ encoding
     def _docs(self, teacher: Encoder, rs: RetrievalSet) -> tuple[list[str], dict[str, Any]]:
         """Teacher embeddings of the collection, from the cache when this teacher has seen it before."""
         docids = list(rs.docs)
         docs = document_embeddings(teacher, [rs.docs[d] for d in docids], rs.docs_key, self.cache,
-                                   with_tokens="maxsim" in self.scoring, batch_size=self.batch_size)
+                                   with_tokens="maxsim" in self.scoring, batch_size=self.batch_size,
+                                   precision=self.precision)
         return docids, docs
 
     def _search(self, encoder: Encoder, queries: dict[str, str], docids: list[str], docs: Any, scoring: str) -> dict:
         qids = list(queries)
         texts = [queries[q] for q in qids]
         if scoring == "pooled":
-            return pooled_search(encoder.encode(texts, "query", self.batch_size), docs, qids, docids, self.top_k)
-        _, q_tokens = encoder.encode(texts, "query", self.batch_size, tokens=True)
+            return pooled_search(encoder.encode(texts, "query", self.batch_size, precision=self.precision),
+                                 docs, qids, docids, self.top_k)
+        _, q_tokens = encoder.encode(texts, "query", self.batch_size, tokens=True, precision=self.precision)
         return maxsim_search(q_tokens, docs, qids, docids, self.top_k)
 
     # ------------------------------------------------------------------ evaluation

@@ -1,0 +1,45 @@
+"""Figures a run writes next to its results (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: clusters and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from optical_lightning.atomic import atomic_write_bytes  # noqa: E402
+
+
+def plan_heatmaps(plans: Sequence[Tensor], en_tokens: Sequence[list[str]], tgt_tokens: Sequence[list[str]],
+                  path: str | Path, lang: str = "tgt", title: str = "OT plan") -> Path:
+    """One heatmap per pair: English teacher tokens (rows) x student tokens (columns), mass of the plan.
+
+    Each plan is rescaled to its row marginals (rows sum to 1), so a dark cell reads "this
+    English token sends most of its mass to that token" whatever the sentence lengths.
+    """
+    n = len(plans)
+    fig, axes = plt.subplots(1, n, figsize=(min(6 * n, 24), 5.5), squeeze=False)
+    for ax, plan, rows, cols in zip(axes[0], plans, en_tokens, tgt_tokens):
+        p = plan / plan.sum(1, keepdim=True).clamp_min(1e-12)
+        im = ax.imshow(p.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=90)
+        ax.set_ylabel("teacher (en)")
+        ax.set_xlabel(f"student ({lang})")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="share of the row's mass")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """PNG bytes written atomically: a half-written image never sits where a finished one should."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(Path(path), buffer.getvalue())
