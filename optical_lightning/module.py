@@ -13,9 +13,11 @@ checkpoints: they hold only what training changes.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -116,6 +118,24 @@ class DistillationModule(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    # ------------------------------------------------------------------ exact resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # dropout draws from the global generators: a resumed run must continue their streams
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                    "numpy": _plain(np.random.get_state()),
+                                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        random.setstate(states["python"])
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
     # ------------------------------------------------------------------ checkpoints without the teacher
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         state = super().state_dict(*args, **kwargs)
@@ -126,6 +146,12 @@ class DistillationModule(pl.LightningModule):
         full = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
         full.update(state_dict)
         return super().load_state_dict(full, strict=strict, assign=assign)
+
+
+def _plain(numpy_state: tuple) -> list:
+    """numpy's RNG state as plain Python values: checkpoints load with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = numpy_state
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
 
 
 def _idf(encoder: Encoder, texts: list[str]) -> Tensor:

@@ -22,7 +22,7 @@ def plan_heatmaps(plans: Sequence[Tensor], en_tokens: Sequence[list[str]], tgt_t
     English token sends most of its mass to that token" whatever the sentence lengths.
     """
     n = len(plans)
-    fig, axes = plt.subplots(1, n, figsize=(min(6 * n, 24), 5.5), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(min(6 * n, 24), 5.5), squeeze=False, layout="constrained")
     for ax, plan, rows, cols in zip(axes[0], plans, en_tokens, tgt_tokens):
         p = plan / plan.sum(1, keepdim=True).clamp_min(1e-12)
         im = ax.imshow(p.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
@@ -40,6 +40,6 @@ def _save(fig, path: str | Path) -> Path:
     import io
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(Path(path), buffer.getvalue())

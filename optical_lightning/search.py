@@ -70,7 +70,7 @@ def search(args: argparse.Namespace, console: Console) -> dict[str, float] | Non
         run = maxsim_search(q_tokens, docs_emb["maxsim"], qids, docids, args.k)
     else:
         run = pooled_search(q_enc.encode(texts, "query", args.batch_size, progress=True, precision=args.precision),
-                            docs_emb["pooled"], qids, docids, args.k)
+                            docs_emb["pooled"], qids, docids, args.k, use_faiss=args.faiss)
     write_trec(run, args.out, args.tag)
     console.print(f"wrote {sum(len(d) for d in run.values())} lines for {len(run)} queries to [bold]{args.out}[/bold]")
     if qrels is None:
@@ -98,6 +98,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=100, help="documents per query")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--faiss", action="store_true", help="pooled search through a FAISS flat index (pip install faiss-cpu)")
     p.add_argument("--precision", choices=["auto", "32", "bf16"], default="auto",
                    help="encoding precision; auto: bf16 where the hardware runs it natively")
     p.add_argument("--cache-dir", default=None, help="cache document embeddings here (reused across calls)")

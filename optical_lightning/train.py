@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
 from optical_lightning.evaluation.suite import EvalSuite
@@ -38,6 +39,19 @@ def _instantiate_list(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
+def resume_path(ckpt_path: str | None, out_dir: Path) -> str | None:
+    """``auto``: continue from ``<run dir>/checkpoints/last.ckpt`` when an earlier attempt left one
+    (a killed or requeued run re-launched into the same folder), else start fresh. On SLURM,
+    Lightning's own ``hpc_ckpt_*.ckpt`` wins when no path is given. Other values go to Lightning."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -57,8 +71,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    # Under DDP every rank runs this function; only rank 0 writes files and evaluates before
+    # training (the other ranks are started by, or join, trainer.fit). After training all ranks
+    # share the evaluation (see evaluation/distributed.py) and rank 0 writes the results.
+    rank0 = rank_zero_only.rank == 0
+    if rank0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_language(cfg.lang.code)
 
@@ -97,9 +116,9 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         timing[f"eval_{stage}_s"] = time.time() - t0
 
     evaluating = bool(suite.sets) or mcqa is not None
-    if evaluating and suite.upper_bound:
+    if rank0 and evaluating and suite.upper_bound:
         evaluate(teacher, "teacher_en")
-    if evaluating and (suite.zero_shot or not train_student):
+    if rank0 and evaluating and (suite.zero_shot or not train_student):
         evaluate(student, "zero_shot")
 
     training: dict[str, float] = {}
@@ -115,7 +134,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             logger=loggers or False,
         )
         t0 = time.time()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("ckpt_path"), out_dir))
         timing["fit_s"] = time.time() - t0
         training = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if datamodule.val_prefixes:  # the final student's held-out losses, whatever the step budget was
@@ -138,6 +157,8 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             "eval_sets": {name: {"queries": len(rs.queries), "docs": len(rs.docs)} for name, rs in suite.sets.items()},
             "eval_skipped": suite.skipped,
             "timing": timing,
+            "distributed": {"world_size": trainer.world_size if trainer else 1,
+                            "strategy": type(trainer.strategy).__name__ if trainer else None},
             "student_dir": str(out_dir / "student") if cfg.get("save_student", True) else None,
         }
         results["flat"] = flatten_results(results)

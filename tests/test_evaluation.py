@@ -42,6 +42,17 @@ def test_pooled_search_equals_brute_force_ranking():
         assert list(run[f"q{i}"]) == [f"d{j}" for j in best]
 
 
+def test_faiss_search_gives_the_exact_ranking():
+    pytest.importorskip("faiss", reason="faiss-cpu is installed by `make install` (extra `search`)")
+    g = torch.Generator().manual_seed(1)
+    q, d = F.normalize(torch.randn(40, 32, generator=g), dim=-1), F.normalize(torch.randn(3000, 32, generator=g), dim=-1)
+    qids, docids = [f"q{i}" for i in range(40)], [f"d{j}" for j in range(3000)]
+    exact, faiss_run = pooled_search(q, d, qids, docids, k=100), pooled_search(q, d, qids, docids, k=100, use_faiss=True)
+    for qid in qids:
+        assert list(faiss_run[qid]) == list(exact[qid])
+        assert max(abs(faiss_run[qid][x] - exact[qid][x]) for x in exact[qid]) < 1e-5
+
+
 def test_maxsim_equals_a_loop_over_pairs():
     g = torch.Generator().manual_seed(1)
     qs = [F.normalize(torch.randn(n, 8, generator=g), dim=-1) for n in (3, 5, 1)]

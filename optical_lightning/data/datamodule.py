@@ -50,6 +50,8 @@ class BitextDataModule(pl.LightningDataModule):
         schedule: ``mixed`` (interleaved) or ``sequential`` (general first, then domain).
         epoch_size: samples per epoch over all ranks; ``None`` makes one epoch the whole step
             budget (``max_steps`` x global batch) when the trainer has one, else all pairs once.
+            (General bitext alone goes through the same sampler with ratio 0: one code path for
+            single runs, DDP shards and exact mid-epoch resume.)
         domain_val_size: held-out domain pairs (share or count) for ``val_domain/*``.
         collate_fn: turns a list of pairs into model inputs; set by the training pipeline.
     """
@@ -101,6 +103,7 @@ class BitextDataModule(pl.LightningDataModule):
         self.domain_val_pairs: list[BitextPair] = []
         self.stats = BitextStats()
         self.domain_stats = BitextStats()
+        self._resume = (0, 0)  # (epoch, batches already served in it), restored from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_pairs is not None:  # already read (the pipeline reads early to fail fast)
@@ -140,10 +143,6 @@ class BitextDataModule(pl.LightningDataModule):
                             f"domain.files/domain.sources, or run `make data`")
         return pairs
 
-    @property
-    def mixing(self) -> bool:
-        return bool(self.domain_pairs) or self.epoch_size is not None
-
     def resolved_epoch_size(self) -> int:
         """Samples per epoch over all ranks (see ``epoch_size``)."""
         if self.epoch_size is not None:
@@ -154,9 +153,29 @@ class BitextDataModule(pl.LightningDataModule):
         return len(self.train_pairs) + len(self.domain_pairs)
 
     def train_sampler(self, num_replicas: int = 1, rank: int = 0) -> MixtureSampler:
+        """The epoch order (general bitext only when ``domain_ratio`` is 0), resumable mid-epoch."""
         self.setup()
+        epoch, batches = self._resume
         return MixtureSampler(len(self.train_pairs), len(self.domain_pairs), self.domain_ratio,
-                              self.resolved_epoch_size(), self.schedule, self.seed, num_replicas, rank)
+                              self.resolved_epoch_size(), self.schedule, self.seed, num_replicas, rank,
+                              skip=batches * self.batch_size, epoch=epoch)
+
+    # ------------------------------------------------------------------ exact resume (saved in checkpoints)
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in the epoch's order; Lightning stores it in every checkpoint.
+
+        Every epoch serves the same number of batches, so the batches done in the current epoch
+        follow from the optimizer steps taken (the DataLoader itself keeps no state).
+        """
+        trainer = self.trainer
+        per_rank = -(-self.resolved_epoch_size() // trainer.world_size)
+        per_epoch = -(-per_rank // self.batch_size)
+        done = trainer.global_step * trainer.accumulate_grad_batches
+        epoch = min(trainer.current_epoch, done // per_epoch)
+        return {"epoch": epoch, "batches": done - epoch * per_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches"]))
 
     def _loader(self, pairs: list[BitextPair], shuffle: bool, sampler: MixtureSampler | None = None) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -173,8 +192,6 @@ class BitextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        if not self.mixing:  # general bitext only: a plain shuffled epoch over all pairs
-            return self._loader(self.train_pairs, shuffle=True)
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         return self._loader(self.train_pairs + self.domain_pairs, shuffle=True, sampler=self.train_sampler(world, rank))

@@ -15,7 +15,8 @@ The training set is the concatenation ``[general pairs..., domain pairs...]``; a
 Every rank draws the same global order from ``seed + epoch`` and keeps every ``num_replicas``-th
 index from ``rank`` on, so under DDP the ranks see disjoint shards of one mixture. The sampler
 subclasses :class:`~torch.utils.data.DistributedSampler` so that Lightning neither replaces it
-nor forgets to call :meth:`set_epoch`.
+nor forgets to call :meth:`set_epoch`. Because the order is a pure function of (seed, epoch), a run
+resumed mid-epoch continues exactly where it stopped: ``skip`` drops the samples already served.
 """
 
 from __future__ import annotations
@@ -54,14 +55,16 @@ class MixtureSampler(DistributedSampler):
     Args:
         n_general: pairs in the general pool (indices ``0 .. n_general - 1``).
         n_domain: pairs in the domain pool (indices ``n_general ..``).
-        ratio: share of domain pairs in an epoch, in [0, 1].
+        ratio: share of domain pairs in an epoch, in [0, 1] (0 for general bitext only).
         epoch_size: samples per epoch over all ranks.
         schedule: ``mixed`` or ``sequential`` (general first, then domain).
         num_replicas, rank: the DDP world; 1 and 0 in a single process.
+        skip: samples of this rank's shard to leave out at the start of the epoch (resuming).
+        epoch: the epoch to start in (Lightning calls :meth:`set_epoch` for later ones).
     """
 
     def __init__(self, n_general: int, n_domain: int, ratio: float, epoch_size: int, schedule: str = "mixed",
-                 seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0, skip: int = 0, epoch: int = 0) -> None:
         check_mixture(ratio, schedule, n_domain)
         if epoch_size < 1:
             raise ConfigError(f"domain.epoch_size={epoch_size}: must be a positive integer")
@@ -75,6 +78,13 @@ class MixtureSampler(DistributedSampler):
         self.n_domain_draws = round(ratio * epoch_size)
         self.num_samples = -(-epoch_size // num_replicas)
         self.total_size = self.num_samples * num_replicas
+        self.epoch = epoch
+        self.skip = skip  # samples of this rank's shard already served (resume); cleared by set_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
+        super().set_epoch(epoch)
 
     def global_order(self) -> torch.Tensor:
         """The epoch's indices before sharding (identical on every rank)."""
@@ -91,7 +101,9 @@ class MixtureSampler(DistributedSampler):
         pad = self.total_size - len(order)
         if pad > 0:  # repeat the last few so every rank takes as many steps (and sequential stays sorted)
             order = torch.cat([order, order[len(order) - pad:]])
-        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+        return iter(order[self.rank : self.total_size : self.num_replicas][self.skip :].tolist())
 
     def __len__(self) -> int:
+        # the epoch's full length even when resuming: Lightning counts a resumed epoch's batches
+        # from where it stopped, so it expects exactly the skipped ones to be missing at the end
         return self.num_samples

@@ -24,6 +24,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from optical_lightning.models.encoder import Encoder
 from optical_lightning.atomic import public_mode
+from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.precision import inference_dtype
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def document_embeddings(encoder: Encoder, texts: list[str], docs_key: str, cache
            "dtype": str(dtype or torch.float32)}
 
     def compute() -> dict[str, Tensor]:
-        out = encoder.encode(texts, "passage", batch_size, tokens=with_tokens, progress=len(texts) > 500,
+        out = encode_shared(encoder, texts, "passage", batch_size, tokens=with_tokens, progress=len(texts) > 500,
                              precision=precision)
         return {"pooled": out[0], **pack(out[1])} if with_tokens else {"pooled": out}
 

@@ -38,6 +38,7 @@ import torch
 
 from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
+from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.models.encoder import Encoder
 
 LETTERS = "ABCD"
@@ -146,10 +147,10 @@ def predict(questions: list[MCQuestion], query_encoder: Encoder, choice_encoder:
             precision: str = "32") -> torch.Tensor:
     """The index of the best-scoring choice for each question (``choice_embeddings``: the flat
     choices already encoded, e.g. from the teacher's cache)."""
-    q = query_encoder.encode([x.question for x in questions], "query", batch_size, precision=precision)
+    q = encode_shared(query_encoder, [x.question for x in questions], "query", batch_size, precision=precision)
     c = choice_embeddings
     if c is None:
-        c = choice_encoder.encode([c for x in questions for c in x.choices], "passage", batch_size,
+        c = encode_shared(choice_encoder, [c for x in questions for c in x.choices], "passage", batch_size,
                                   precision=precision)
     scores = torch.full((len(questions), max(len(x.choices) for x in questions)), float("-inf"))
     offset = 0

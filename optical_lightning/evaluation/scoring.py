@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from optical_lightning.errors import ConfigError
+
 Run = dict[str, dict[str, float]]
 
 
@@ -25,7 +27,10 @@ def pooled_search(queries: Tensor, docs: Tensor, qids: list[str], docids: list[s
     """Top-``k`` by inner product of (Q, D) query and (N, D) document vectors (cosine when normalised)."""
     k = min(k, len(docids))
     if use_faiss:
-        import faiss  # optional dependency
+        try:
+            import faiss  # optional dependency
+        except ImportError as e:
+            raise ConfigError("FAISS search needs `pip install faiss-cpu` (or optical-lightning[search])") from e
 
         index = faiss.IndexFlatIP(docs.shape[1])
         index.add(docs.float().numpy())

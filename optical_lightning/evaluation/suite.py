@@ -29,6 +29,7 @@ from optical_lightning.evaluation.datasets import (
     load_translation_set,
     translation_set,
 )
+from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, evaluate_run, parse_metrics
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder
@@ -56,13 +57,14 @@ class EvalSuite:
         upper_bound: bool = True,
         bitext_val: bool = True,
         precision: str = "auto",
+        faiss: bool = False,
     ) -> None:
         bad = [s for s in scoring if s not in SCORINGS]
         if bad:
             raise ConfigError(f"eval.scoring={list(scoring)}: unknown {bad}; choose from {list(SCORINGS)}")
         parse_metrics(list(metrics))
         inference_dtype(precision)  # fail fast on a typo
-        self.precision = precision
+        self.precision, self.faiss = precision, faiss
         self.data_dir, self.lang = Path(data_dir), lang
         self.set_names, self.scoring, self.metrics = list(sets), list(scoring), list(metrics)
         self.max_queries, self.batch_size, self.seed, self.top_k = max_queries, batch_size, seed, top_k
@@ -111,9 +113,9 @@ class EvalSuite:
         qids = list(queries)
         texts = [queries[q] for q in qids]
         if scoring == "pooled":
-            return pooled_search(encoder.encode(texts, "query", self.batch_size, precision=self.precision),
-                                 docs, qids, docids, self.top_k)
-        _, q_tokens = encoder.encode(texts, "query", self.batch_size, tokens=True, precision=self.precision)
+            return pooled_search(encode_shared(encoder, texts, "query", self.batch_size, precision=self.precision),
+                                 docs, qids, docids, self.top_k, use_faiss=self.faiss)
+        _, q_tokens = encode_shared(encoder, texts, "query", self.batch_size, tokens=True, precision=self.precision)
         return maxsim_search(q_tokens, docs, qids, docids, self.top_k)
 
     # ------------------------------------------------------------------ evaluation

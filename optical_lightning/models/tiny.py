@@ -43,6 +43,7 @@ def tiny_encoder(
     projection: bool = False,
     target_dim: int | None = None,
     frozen: bool = False,
+    dropout: float = 0.1,
     **encoder_kwargs,
 ) -> Encoder:
     """A randomly initialised BERT (seeded) wrapped as an :class:`Encoder`."""
@@ -50,6 +51,7 @@ def tiny_encoder(
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=4 * hidden_size, max_position_embeddings=256,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
