@@ -147,3 +147,14 @@ def test_cli_reports_mcqa_accuracy_per_stage(tmp_path):
     details = json.loads((run / "mcqa.json").read_text())
     assert details["stages"]["trained"]["per_subject"]["anatomy"]["n"] == 4
     assert "mmlu-en" in proc.stdout  # the summary table shows it
+
+
+def test_separators_inside_texts_do_not_split_rows(tmp_path):
+    # real MMLU questions contain U+0085 (NEL), which str.splitlines() treats as a line break
+    row = {"question": "Which is correct?\x85 (a) or (b)", "option_a": "x\u2028y", "option_b": "2", "option_c": "3",
+           "option_d": "4", "answer": "A", "subject": "anatomy"}
+    path = tmp_path / "nel.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n" + json.dumps(row, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    questions = read_mcqa(path)
+    assert len(questions) == 2 and questions[0].choices[0] == "x\u2028y"

