@@ -66,8 +66,15 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.no_grad():
-            teacher_en = self.teacher(batch["teacher_en"])
+        teacher_batch = batch["teacher_en"]
+        if "tokens" in teacher_batch:  # precomputed by the teacher cache
+            teacher_en = EncoderOutput(tokens=teacher_batch["tokens"].float(),
+                                       attention_mask=teacher_batch["attention_mask"].bool(),
+                                       content_mask=teacher_batch["content_mask"].bool(),
+                                       pooled=teacher_batch["pooled"].float())
+        else:
+            with torch.no_grad():
+                teacher_en = self.teacher(teacher_batch)
         student_tgt = self.student(batch["student_tgt"])
         loss = torch.zeros((), device=student_tgt.pooled.device)
         logs: dict[str, Tensor] = {}

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
+from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
@@ -124,14 +125,26 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     training: dict[str, float] = {}
     trainer = None
     if train_student:
-        datamodule.collate_fn = PairCollator(teacher, student, with_student_en=cfg.distill.mse_weight > 0)
-        module = DistillationModule(
-            student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
-            optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
-        )
         trainer = instantiate(
             cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")),
             logger=loggers or False,
+        )
+        teacher_cache = None
+        if datamodule.teacher_cache:
+            t0 = time.time()
+            datamodule.trainer = trainer  # the step budget decides which sentences are visited
+            precision = "bf16" if "bf16" in str(trainer.precision) else "32"  # as the live teacher would run
+            teacher_cache = TeacherTokenCache(datamodule.teacher_cache_dir or Path(cfg.paths.cache_dir) / "teacher_tokens",
+                                              teacher, precision=precision)
+            counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
+            timing["teacher_cache_s"] = time.time() - t0
+            log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", counts["cached"], counts["encoded"],
+                     timing["teacher_cache_s"])
+        datamodule.collate_fn = PairCollator(teacher, student, with_student_en=cfg.distill.mse_weight > 0,
+                                             teacher_cache=teacher_cache)
+        module = DistillationModule(
+            student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
+            optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
         )
         t0 = time.time()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("ckpt_path"), out_dir))

@@ -53,6 +53,9 @@ class BitextDataModule(pl.LightningDataModule):
             (General bitext alone goes through the same sampler with ratio 0: one code path for
             single runs, DDP shards and exact mid-epoch resume.)
         domain_val_size: held-out domain pairs (share or count) for ``val_domain/*``.
+        teacher_cache: read the teacher's token clouds of the English side from an on-disk cache
+            (:mod:`optical_lightning.data.teacher_cache`) instead of running the teacher each step.
+        teacher_cache_dir: where that cache lives.
         collate_fn: turns a list of pairs into model inputs; set by the training pipeline.
     """
 
@@ -74,6 +77,8 @@ class BitextDataModule(pl.LightningDataModule):
         schedule: str = "mixed",
         epoch_size: int | None = None,
         domain_val_size: float | int = 0,
+        teacher_cache: bool = False,
+        teacher_cache_dir: str | None = None,
         collate_fn: Callable[[list[BitextPair]], Any] | None = None,
     ) -> None:
         super().__init__()
@@ -96,6 +101,7 @@ class BitextDataModule(pl.LightningDataModule):
             raise ConfigError(f"domain.epoch_size={epoch_size}: must be a positive integer or null")
         self.domain_ratio, self.schedule, self.epoch_size = float(domain_ratio), schedule, epoch_size
         self.domain_val_size = domain_val_size
+        self.teacher_cache, self.teacher_cache_dir = teacher_cache, teacher_cache_dir
         self.collate_fn = collate_fn
         self.train_pairs: list[BitextPair] | None = None
         self.val_pairs: list[BitextPair] = []
@@ -159,6 +165,21 @@ class BitextDataModule(pl.LightningDataModule):
         return MixtureSampler(len(self.train_pairs), len(self.domain_pairs), self.domain_ratio,
                               self.resolved_epoch_size(), self.schedule, self.seed, num_replicas, rank,
                               skip=batches * self.batch_size, epoch=epoch)
+
+    def planned_pairs(self) -> list[BitextPair]:
+        """Every training pair the run's step budget will visit (for precomputing teacher outputs)."""
+        trainer = self.trainer
+        per_epoch = -(-self.resolved_epoch_size() // self.batch_size)
+        steps = trainer.max_steps * trainer.accumulate_grad_batches if trainer.max_steps and trainer.max_steps > 0 \
+            else per_epoch * (trainer.max_epochs or 1)
+        epochs = -(-steps // per_epoch)
+        pool = self.train_pairs + self.domain_pairs
+        sampler = self.train_sampler()
+        seen: set[int] = set()
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            seen.update(sampler.global_order().tolist())
+        return [pool[i] for i in sorted(seen)] + self.val_pairs + self.domain_val_pairs
 
     # ------------------------------------------------------------------ exact resume (saved in checkpoints)
     def state_dict(self) -> dict[str, int]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor
 
 from optical_lightning.data.bitext import BitextPair
 from optical_lightning.models.encoder import Encoder
+
+if TYPE_CHECKING:
+    from optical_lightning.data.teacher_cache import TeacherTokenCache
 
 
 class PairCollator:
@@ -16,13 +21,16 @@ class PairCollator:
     so both take the query prefix.
     """
 
-    def __init__(self, teacher: Encoder, student: Encoder, with_student_en: bool = False) -> None:
+    def __init__(self, teacher: Encoder, student: Encoder, with_student_en: bool = False,
+                 teacher_cache: TeacherTokenCache | None = None) -> None:
         self.teacher, self.student, self.with_student_en = teacher, student, with_student_en
+        self.teacher_cache = teacher_cache
 
     def __call__(self, pairs: list[BitextPair]) -> dict[str, dict[str, Tensor]]:
         en = [p.en for p in pairs]
         batch = {
-            "teacher_en": self.teacher.tokenize(en, "query"),
+            # with a teacher cache, the teacher's outputs themselves (``tokens`` ...), not its inputs
+            "teacher_en": self.teacher_cache.batch(en) if self.teacher_cache else self.teacher.tokenize(en, "query"),
             "student_tgt": self.student.tokenize([p.tgt for p in pairs], "query"),
         }
         if self.with_student_en:
