@@ -32,10 +32,10 @@ def plan_heatmaps(plans: Sequence[Tensor], en_tokens: Sequence[list[str]], tgt_t
         ax.set_xlabel(f"student ({lang})")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="share of the row's mass")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_png(fig, path: str | Path) -> Path:
     """PNG bytes written atomically: a half-written image never sits where a finished one should."""
     import io
 

@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from optical_lightning.atomic import atomic_write_bytes, atomic_write_text
+from optical_lightning.atomic import atomic_write_text
 from optical_lightning.errors import DataError
+from optical_lightning.plots import save_png
 
 #: the config values a sweep typically varies (shown when they differ between runs)
 CONFIG_KEYS = ("lang.code", "distill.name", "teacher.name", "domain.name", "domain.ratio", "domain.schedule",
@@ -140,10 +141,7 @@ def plot_ratio(rows: list[dict[str, Any]], path: Path) -> Path | None:
     done = [r for r in rows if r.get("status") == "complete" and r.get("domain.ratio") is not None]
     if len({r["domain.ratio"] for r in done}) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
 
     langs = sorted({r["lang.code"] for r in done})
     heads = headline_columns(done)
@@ -165,7 +163,7 @@ def plot_ratio(rows: list[dict[str, Any]], path: Path) -> Path | None:
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="schedule (dotted: zero-shot)", title_fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -176,10 +174,7 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> Path | None:
     general = [(n, m) for n, m, k in heads if k == "general" and n != "bitext-val" and m != "accuracy"]
     if not inside or not general:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for lang in sorted({r["lang.code"] for r in done}):
@@ -203,16 +198,7 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_png(fig, path)
 
 
 def summarize(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:

@@ -7,9 +7,27 @@ files are split at ``\\n`` only (with a trailing ``\\r`` removed for CRLF files)
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from optical_lightning.errors import DataError
+
 
 def split_lines(text: str) -> list[str]:
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
         lines.pop()
     return lines
+
+
+def jsonl_rows(path: Path, lines: list[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-empty JSONL line; a one-line error on bad JSON."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {lineno}: invalid JSON ({e.msg}); expected one object per line") from e

@@ -14,7 +14,6 @@ what was expected; it is never skipped silently.
 
 from __future__ import annotations
 
-import json
 import random
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -22,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from optical_lightning.errors import DataError
-from optical_lightning.textfiles import split_lines
+from optical_lightning.textfiles import jsonl_rows, split_lines
 
 
 @dataclass(frozen=True)
@@ -105,13 +104,7 @@ def _read_tsv(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
 
 def _read_jsonl(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
     pairs = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {lineno}: invalid JSON ({e.msg}); expected one object per line") from e
+    for lineno, obj in jsonl_rows(path, lines):
         if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("en", lang)):
             raise DataError(f"{path} line {lineno}: expected an object with string fields 'en' and '{lang}'")
         pairs.append(BitextPair(str(obj.get("id", f"{path.stem}:{lineno}")), obj["en"], obj[lang], path.name))

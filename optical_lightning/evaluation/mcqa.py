@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.models.encoder import Encoder
-from optical_lightning.textfiles import split_lines
+from optical_lightning.textfiles import jsonl_rows, split_lines
 
 LETTERS = "ABCD"
 MODES = ("cross", "same")
@@ -98,13 +97,7 @@ def read_mcqa(path: str | Path) -> list[MCQuestion]:
                 if q is not None:
                     questions.append(q)
     else:
-        for lineno, line in enumerate(split_lines(path.read_text(encoding="utf-8")), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {lineno}: invalid JSON ({e.msg}); expected one object per line") from e
+        for lineno, row in jsonl_rows(path, split_lines(path.read_text(encoding="utf-8"))):
             q = _question(row, f"{path} line {lineno}")
             if q is not None:
                 questions.append(q if row.get("sample_id") or row.get("id") else
