@@ -13,7 +13,7 @@ export WANDB_MODE ?= offline
 # without it `make data` still builds bitext from PyPI, Debian and npm packages.
 MIRROR ?= $(wildcard ../shared/data)
 
-.PHONY: install data run test test-full lint clean help
+.PHONY: install data run bench test test-full lint clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ data: install  ## build bitext and evaluation sets under data/ (see data/manifes
 
 run: install data/manifest.json  ## the default job: distil an OPTICAL Swahili student (see README)
 	$(PYTHON) run.py $(ARGS)
+
+bench: install data/manifest.json  ## time steps, teacher cache, evaluation and the OT head: outputs/bench/bench.{json,md}
+	$(PYTHON) experiments/bench.py $(ARGS)
 
 test: install  ## the default test suite (< 15 min on 2 CPU cores)
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)

@@ -65,7 +65,8 @@ class DistillationModule(pl.LightningModule):
             self.student_idf = _idf(self.student, [p.tgt for p in pairs])
 
     # ------------------------------------------------------------------ steps
-    def _step(self, batch: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+    def distillation_loss(self, batch: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted loss of one batch (see the module docstring) and its parts, detached, for logging."""
         teacher_batch = batch["teacher_en"]
         if "tokens" in teacher_batch:  # precomputed by the teacher cache
             teacher_en = EncoderOutput(tokens=teacher_batch["tokens"].float(),
@@ -102,7 +103,7 @@ class DistillationModule(pl.LightningModule):
         return head(teacher.tokens, a, student.tokens, b)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, logs = self._step(batch)
+        loss, logs = self.distillation_loss(batch)
         batch_size = batch["student_tgt"]["input_ids"].shape[0]
         loss_value = logs.pop("loss")
         self.log("train/loss", loss_value, prog_bar=True, batch_size=batch_size)
@@ -112,7 +113,7 @@ class DistillationModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # general held-out pairs log as val/*, held-out domain pairs (if any) as val_domain/*
         prefixes = getattr(self.trainer.datamodule, "val_prefixes", None) or ["val"]
-        _, logs = self._step(batch)
+        _, logs = self.distillation_loss(batch)
         self.log_dict({f"{prefixes[dataloader_idx]}/{k}": v for k, v in logs.items()}, prog_bar=False,
                       sync_dist=True, add_dataloader_idx=False, batch_size=batch["student_tgt"]["input_ids"].shape[0])
 

@@ -7,7 +7,6 @@ fail fast: config values, data files and evaluation sets are checked before any 
 from __future__ import annotations
 
 import logging
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
 from optical_lightning.module import DistillationModule
+from optical_lightning.resources import machine, peak_rss_mb, process_age_s
 from optical_lightning.summary import flatten_results, print_summary
 from optical_lightning.tracking import finish, publish
 
@@ -53,8 +53,17 @@ def resume_path(ckpt_path: str | None, out_dir: Path) -> str | None:
     return None
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def _command_line_overrides() -> list[str] | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def _cache_state(suite: EvalSuite, teacher_counts: dict[str, int] | None) -> str:
+    """``cold`` if the run computed document embeddings or teacher tokens, ``warm`` if all were cached."""
+    misses = suite.cache.misses + (teacher_counts or {}).get("encoded", 0)
+    hits = suite.cache.hits + (teacher_counts or {}).get("cached", 0)
+    return "cold" if misses else "warm" if hits else "none"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -124,6 +133,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
 
     training: dict[str, float] = {}
     trainer = None
+    teacher_counts: dict[str, int] | None = None
     if train_student:
         trainer = instantiate(
             cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")),
@@ -136,7 +146,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             precision = "bf16" if "bf16" in str(trainer.precision) else "32"  # as the live teacher would run
             teacher_cache = TeacherTokenCache(datamodule.teacher_cache_dir or Path(cfg.paths.cache_dir) / "teacher_tokens",
                                               teacher, precision=precision)
-            counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
+            teacher_counts = counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
             timing["teacher_cache_s"] = time.time() - t0
             log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", counts["cached"], counts["encoded"],
                      timing["teacher_cache_s"])
@@ -161,8 +171,14 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         if cfg.get("save_student", True):
             student.save_pretrained(out_dir / "student")
         timing["total_s"] = time.time() - started
-        timing["peak_rss_mb"] = _peak_rss_mb()
+        if (age := process_age_s()) is not None:
+            timing["process_s"] = age  # what the user waits for: interpreter start and imports too
+        timing["peak_rss_mb"] = peak_rss_mb()
+        overrides = _command_line_overrides()
         results = {
+            # `make bench` reports the latest default run (no overrides), cold and warm cache, from this record
+            "run": {"overrides": overrides, "default": overrides == [], "cache": _cache_state(suite, teacher_counts),
+                    "machine": machine()},
             "config": OmegaConf.to_container(cfg, resolve=True),
             "metrics": metrics,
             "training": training,

@@ -125,3 +125,19 @@ def test_unknown_language_group_lists_the_choices(tmp_path):
     proc = run_cli(*TINY, "lang=xx", cwd=tmp_path)
     assert proc.returncode != 0
     assert "Could not find 'lang/xx'" in proc.stderr and "sw" in proc.stderr and "so" in proc.stderr
+
+
+def test_results_record_cache_state_wall_time_and_memory(tmp_path):
+    """`make bench` reads these: the first run computes document embeddings (cold), the next reuses them (warm)."""
+    args = (*TINY_MODELS, "distill=none", f"eval.data_dir={FIXTURES / 'eval'}", "eval.sets=[afriqa]",
+            f"data.train={SW_BITEXT}")
+    records = []
+    for name in ("first", "second"):
+        proc = run_cli(*args, f"hydra.run.dir=outputs/distill/runs/{name}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records.append(json.loads((tmp_path / "outputs" / "distill" / "runs" / name / "results.json").read_text()))
+    assert [r["run"]["cache"] for r in records] == ["cold", "warm"]
+    run, timing = records[0]["run"], records[0]["timing"]
+    assert run["default"] is False and "distill=none" in run["overrides"]
+    assert timing["process_s"] >= timing["total_s"] > 0 and timing["peak_rss_mb"] > 100
+    assert run["machine"]["cores"] >= 1

@@ -32,12 +32,12 @@ def trainer(tmp_path, steps):
 
 def mean_val_loss(module, dm):
     with torch.no_grad():
-        return sum(module._step(b)[0].item() for b in dm.val_dataloader()[0]) / len(dm.val_dataloader()[0])
+        return sum(module.distillation_loss(b)[0].item() for b in dm.val_dataloader()[0]) / len(dm.val_dataloader()[0])
 
 
 def test_gradients_reach_student_and_never_teacher(tiny_pair):
     module, dm = make(tiny_pair, ot_weight=1.0, mse_weight=0.5)
-    loss, logs = module._step(next(iter(dm.train_dataloader())))
+    loss, logs = module.distillation_loss(next(iter(dm.train_dataloader())))
     loss.backward()
     assert {"ot_loss", "mse_loss", "transport_cost", "plan_entropy"} <= set(logs)
     assert all(p.grad is None for p in module.teacher.parameters())

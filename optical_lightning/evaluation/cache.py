@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class EmbeddingCache:
     def __init__(self, cache_dir: str | os.PathLike | None) -> None:
         self.dir = Path(cache_dir) if cache_dir else None
+        self.hits = self.misses = 0  # whether a run found its embeddings cached (warm) or computed them (cold)
 
     def path(self, key: dict) -> Path | None:
         if self.dir is None:
@@ -44,9 +45,12 @@ class EmbeddingCache:
         path = self.path(key)
         if path is not None and path.is_file():
             try:
-                return load_file(path)
+                tensors = load_file(path)
+                self.hits += 1
+                return tensors
             except Exception:  # a corrupt entry (e.g. disk full) is recomputed, never trusted
                 log.warning("embedding cache entry %s is unreadable; recomputing it", path)
+        self.misses += 1
         tensors = compute()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

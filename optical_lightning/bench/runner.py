@@ -1,0 +1,174 @@
+"""``make bench``: run every benchmark in one process and write ``bench.json`` and ``bench.md``.
+
+The top-level ratios are what the targets judge (see ``TARGETS``); each is a quotient of two
+measurements from this same process. ``bench.json`` is written last and atomically, so a stopped
+benchmark never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from optical_lightning.atomic import atomic_write_json, atomic_write_text
+from optical_lightning.bench.default_run import latest_default_runs
+from optical_lightning.bench.encoding import bench_encoding
+from optical_lightning.bench.ot_scaling import bench_ot_scaling
+from optical_lightning.bench.steps import StepBench, bench_steps, pick_pairs
+from optical_lightning.errors import DataError
+from optical_lightning.evaluation.datasets import load_retrieval_dir
+from optical_lightning.precision import training_precision
+from optical_lightning.resources import machine, peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+# key -> (comparison, target): every target is a ratio or a limit of the default run
+TARGETS: dict[str, tuple[str, float]] = {
+    "optical_vs_mse_step": ("<=", 1.10),
+    "teacher_cache_speedup": (">=", 1.3),
+    "eval_vs_raw_forward": (">=", 0.9),
+    "default_run_wall_s": ("<=", 15 * 60),
+    "default_run_peak_rss_mb": ("<=", 6 * 1024),
+}
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _eval_texts(folder: Path, n: int) -> tuple[list[str], list[str]]:
+    if not folder.is_dir():
+        raise DataError(f"benchmark evaluation set {folder} not found: run `make data`, or set bench.eval_set=PATH "
+                        f"to a retrieval folder (docs.tsv, queries.tsv, qrels.tsv)")
+    rs = load_retrieval_dir(folder)
+    return list(rs.docs.values())[:n], list(rs.queries.values())[:n]
+
+
+def check_targets(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    checks = {}
+    for key, (op, target) in TARGETS.items():
+        value = figures.get(key)
+        met = None if value is None else (value <= target if op == "<=" else value >= target)
+        checks[key] = {"value": value, "target": f"{op} {target:g}", "met": met}
+    return checks
+
+
+def run_bench(cfg: DictConfig) -> dict[str, Any]:
+    b = cfg.bench
+    started = time.time()
+    device = _device(b.device)
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(b.out_dir)
+    docs, queries = _eval_texts(Path(b.eval_set), b.eval_texts)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+
+    log.info("loading teacher and student")
+    teacher = instantiate(cfg.teacher, frozen=True).to(device)
+    student = instantiate(cfg.student, target_dim=teacher.dim).to(device)
+    pairs = pick_pairs(datamodule.train_pairs, teacher, student, b.batch_size, b.tokens)
+    head_factory = partial(instantiate, cfg.ot)
+    # as a run would train: the trainer config's precision on the CPU, the GPU's fastest mixed precision there
+    precision = str(cfg.trainer.precision) if device.type == "cpu" else training_precision("gpu")
+
+    log.info("training steps (batch %d, ~%d tokens a side, %s)", b.batch_size, b.tokens, precision)
+    step_bench = StepBench(teacher, student, lambda loss: head_factory(loss=loss), instantiate(cfg.optim.optimizer),
+                           pairs, precision, device)
+    steps = bench_steps(step_bench, list(b.variants), b.warmup, b.repeats)
+    median = {k: v["median_s"] for k, v in steps["steps"].items()}
+
+    log.info("evaluation throughput (%d documents, %d queries)", len(docs), len(queries))
+    encoding = {
+        "documents": bench_encoding(teacher, docs, "passage", cfg.eval.batch_size, cfg.eval.precision, b.eval_repeats),
+        "queries": bench_encoding(student, queries, "query", cfg.eval.batch_size, cfg.eval.precision, b.eval_repeats),
+    }
+
+    log.info("OT head scaling")
+    ot = bench_ot_scaling(head_factory(), list(b.ot_tokens), b.ot_tokens_batch, list(b.ot_batches),
+                          b.ot_batches_tokens, teacher.dim, b.ot_repeats, device)
+
+    default = latest_default_runs(b.runs_dir)
+    reported = default["cold"] or default["warm"]
+    figures: dict[str, Any] = {
+        "optical_vs_mse_step": median["optical"] / median["mse"],
+        "teacher_cache_speedup": steps["teacher_cache"]["live_step_s"] / steps["teacher_cache"]["cached_step_s"],
+        "eval_vs_raw_forward": min(e["ratio"] for e in encoding.values()),
+    }
+    results: dict[str, Any] = {
+        **figures,
+        "optical_vs_mse_target_only_step": median["optical"] / median["mse_target_only"],
+        "optical_divergence_vs_mse_step": median["optical_divergence"] / median["mse"],
+        "optical_vs_student_only_step": median["optical"] / median["student_only"],
+        "teacher_cache_loss_abs_diff": steps["teacher_cache"]["abs_diff"],
+        "ot_scaling": ot,
+        "default_run": default,
+        "steps": steps,
+        "encoding": encoding,
+        "device": str(device),
+        "precision": {"training": precision, "eval": str(cfg.eval.precision)},
+        "machine": machine(),
+        "bench_wall_s": time.time() - started,
+        "bench_peak_rss_mb": peak_rss_mb(),
+    }
+    figures["default_run_wall_s"] = reported["wall_s"] if reported else None
+    figures["default_run_peak_rss_mb"] = max((r["peak_rss_mb"] for r in default.values() if r), default=None)
+    results["targets"] = check_targets(figures)
+    atomic_write_text(out_dir / "bench.md", markdown(results))
+    atomic_write_json(out_dir / "bench.json", results)  # last: its presence marks a complete benchmark
+    return results
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The README table: targets first, then the step, encoding and OT-scaling details."""
+    m = r["machine"]
+    lines = [f"Measured by `make bench` on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, device {r['device']}, "
+             f"training precision {r['precision']['training']}), {m['time']}; the whole benchmark took "
+             f"{r['bench_wall_s'] / 60:.1f} min.", "",
+             "| figure | measured | target | met |", "|---|---|---|---|"]
+    for key, check in r["targets"].items():
+        value = check["value"]
+        shown = "no run recorded" if value is None else f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+        met = "–" if check["met"] is None else "yes" if check["met"] else "**no**"
+        lines.append(f"| `{key}` | {shown} | {check['target']} | {met} |")
+    s = r["steps"]
+    lines += ["", f"Training step, batch {s['batch']['pairs']}, {s['batch']['teacher_tokens']:.0f} teacher / "
+              f"{s['batch']['student_tokens']:.0f} student tokens a side (median of the timed steps):", "",
+              "| variant | step (s) | vs mse |", "|---|---|---|"]
+    mse = s["steps"]["mse"]["median_s"]
+    for name, t in s["steps"].items():
+        if name != "optical_again":
+            lines.append(f"| {name} | {t['median_s']:.3f} | {t['median_s'] / mse:.2f} |")
+    tc = s["teacher_cache"]
+    lines += ["", f"Teacher cache: live {tc['live_step_s']:.3f} s vs cached {tc['cached_step_s']:.3f} s per step; "
+              f"loss {tc['loss_live']:.6f} live vs {tc['loss_cached']:.6f} cached (|diff| {tc['abs_diff']:.1e}).", "",
+              "| encoding | texts | ours (texts/s) | bare forward (texts/s) | ratio |", "|---|---|---|---|---|"]
+    for name, e in r["encoding"].items():
+        lines.append(f"| {name} ({e['role']}, batch {e['batch_size']}, {e['precision']}) | {e['texts']} | "
+                     f"{e['ours_per_s']:.1f} | {e['raw_per_s']:.1f} | {e['ratio']:.2f} |")
+    ot = r["ot_scaling"]
+    ex = ot["exponents"]
+    lines += ["", f"OT head, forward + backward, D = {ot['dim']}; fitted growth: time ~ N^{ex['time_vs_tokens']:.2f}, "
+              f"memory ~ N^{ex['memory_vs_tokens']:.2f}, time ~ B^{ex['time_vs_batch']:.2f}, "
+              f"memory ~ B^{ex['memory_vs_batch']:.2f}; the peak never exceeds "
+              f"{ot['max_peak_over_bnmd']:.3f} of one (B, N, M, D) tensor.", "",
+              "| B | N = M | time (ms) | peak memory (MiB) | peak / one (B,N,M) plan |", "|---|---|---|---|---|"]
+    for row in ot["by_tokens"] + ot["by_batch"]:
+        lines.append(f"| {row['batch']} | {row['tokens']} | {row['time_ms']:.1f} | {row['peak_mb']:.1f} | "
+                     f"{row['peak_over_plan']:.1f} |")
+    lines += ["", "Default run (`make run`), latest records:", "", "| cache | wall (min) | peak RSS (GB) | results |",
+              "|---|---|---|---|"]
+    for state, rec in r["default_run"].items():
+        if rec:
+            lines.append(f"| {state} | {rec['wall_s'] / 60:.1f} | {rec['peak_rss_mb'] / 1024:.2f} | `{rec['results']}` |")
+        else:
+            lines.append(f"| {state} | no run recorded | | |")
+    return "\n".join(lines) + "\n"

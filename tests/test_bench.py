@@ -1,0 +1,84 @@
+"""`make bench` on a tiny configuration: a real `python experiments/bench.py` run in a subprocess, and
+the benchmark's primitives against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FIXTURES, ROOT, SW_BITEXT, cli_env
+
+from optical_lightning.bench.default_run import latest_default_runs
+from optical_lightning.bench.measure import growth_exponent, peak_memory_mb
+
+TINY_BENCH = ("teacher=tiny", "student=tiny", f"data.train={SW_BITEXT}",
+              f"bench.eval_set={FIXTURES / 'eval' / 'retrieval' / 'afriqa-sw-en'}", "bench.eval_texts=16",
+              "bench.ot_tokens=[8,16,32]", "bench.ot_tokens_batch=4", "bench.ot_batches=[2,4,8]",
+              "bench.ot_batches_tokens=8", "bench.batch_size=4", "bench.warmup=1", "bench.repeats=2",
+              "bench.eval_repeats=1", "bench.ot_repeats=1")
+
+
+def run_bench(*overrides: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "bench.py"), *overrides, f"paths.root_dir={cwd}"],
+                          cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_growth_exponent_recovers_a_power_law():
+    sizes = [16, 32, 64, 128]
+    assert growth_exponent(sizes, [3 * n**2 for n in sizes]) == pytest.approx(2.0)
+    assert math.isnan(growth_exponent([16], [1.0]))
+
+
+def test_peak_memory_counts_tensors_alive_at_once():
+    def two_buffers() -> None:
+        a = torch.ones(1024, 1024)  # 4 MiB
+        b = torch.ones(1024, 1024)  # 4 MiB more while a lives
+        del a, b
+        torch.ones(512, 1024)  # 2 MiB after both are freed: the peak stays 8
+    assert peak_memory_mb(two_buffers) == pytest.approx(8.0, abs=0.1)
+
+
+def test_tiny_bench_writes_every_figure(tmp_path):
+    proc = run_bench(*TINY_BENCH, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bench = json.loads((tmp_path / "outputs" / "bench" / "bench.json").read_text())
+    for key in ("optical_vs_mse_step", "teacher_cache_speedup", "eval_vs_raw_forward"):
+        assert bench[key] > 0, key
+    # the cached teacher gives the same loss as the live one
+    assert bench["teacher_cache_loss_abs_diff"] < 1e-5
+    ot = bench["ot_scaling"]
+    assert [r["tokens"] for r in ot["by_tokens"]] == [8, 16, 32] and [r["batch"] for r in ot["by_batch"]] == [2, 4, 8]
+    assert ot["max_peak_over_bnmd"] < 1  # never a (B, N, M, D) tensor
+    assert set(bench["default_run"]) == {"cold", "warm"}  # none recorded under this fresh root
+    assert set(bench["targets"]) >= {"optical_vs_mse_step", "teacher_cache_speedup", "eval_vs_raw_forward",
+                                     "default_run_wall_s", "default_run_peak_rss_mb"}
+    table = (tmp_path / "outputs" / "bench" / "bench.md").read_text()
+    assert "| `optical_vs_mse_step` |" in table and "OT head" in table
+
+
+def test_bench_without_eval_data_fails_clearly(tmp_path):
+    proc = run_bench(*TINY_BENCH, f"bench.eval_set={tmp_path / 'absent'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "make data" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs" / "bench" / "bench.json").exists()
+
+
+def test_default_run_records_are_read_by_cache_state(tmp_path):
+    def write(name: str, default: bool, cache: str, wall: float) -> None:
+        folder = tmp_path / "distill" / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({
+            "run": {"default": default, "cache": cache, "overrides": [] if default else ["lang=so"]},
+            "timing": {"process_s": wall, "total_s": wall - 5, "peak_rss_mb": 5000.0}}))
+
+    write("a", True, "cold", 600)
+    write("b", True, "warm", 400)
+    write("c", False, "warm", 100)  # not the default run: ignored
+    (tmp_path / "distill" / "runs" / "d").mkdir()
+    (tmp_path / "distill" / "runs" / "d" / "results.json").write_text("{")  # partial: ignored
+    runs = latest_default_runs(tmp_path)
+    assert runs["cold"]["wall_s"] == 600 and runs["warm"]["wall_s"] == 400
