@@ -13,7 +13,7 @@ export WANDB_MODE ?= offline
 # without it `make data` still builds bitext from PyPI, Debian and npm packages.
 MIRROR ?= $(wildcard ../shared/data)
 
-.PHONY: install data run bench test test-full lint clean help
+.PHONY: install data run bench report report-smoke _study test test-full lint clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,48 @@ run: install data/manifest.json  ## the default job: distil an OPTICAL Swahili s
 
 bench: install data/manifest.json  ## time steps, teacher cache, evaluation and the OT head: outputs/bench/bench.{json,md}
 	$(PYTHON) experiments/bench.py $(ARGS)
+
+# The study of experiments/REPORT.md: each line is one multirun part (conf/experiment/report.yaml).
+REPORT_DIR ?= outputs/report
+REPORT_OUT ?= experiments
+LANGS ?= sw,so
+TEACHERS ?= minilm,me5_small
+SEEDS ?= 1,2,3
+PAIRS ?= 500,1000,2000,null
+RATIOS ?= 0,0.1,0.25,0.5,1.0
+BLURS ?= 0.05,0.2
+MMLU_QUESTIONS ?= null
+STUDY = $(PYTHON) run.py -m experiment=report paths.log_dir=$(REPORT_DIR) $(REPORT_ARGS)
+SETS = $(if $(EVAL_SETS),'eval.sets=$(EVAL_SETS)')
+define study
+	$(STUDY) report.part=zero_shot distill=none lang=$(LANGS) teacher=$(TEACHERS) eval.upper_bound=true $(SETS)
+	$(STUDY) report.part=main distill=mse lang=$(LANGS) teacher=$(TEACHERS) seed=$(SEEDS) $(SETS)
+	$(STUDY) report.part=main distill=optical ot=sinkhorn,divergence lang=$(LANGS) teacher=$(TEACHERS) seed=$(SEEDS) $(SETS)
+	$(STUDY) report.part=data data.max_pairs=$(PAIRS) $(SETS)
+	$(STUDY) report.part=domain domain=medical lang=$(LANGS) domain.ratio=$(RATIOS) domain.schedule=mixed,sequential $(SETS)
+	$(STUDY) report.part=ablation ot.blur=$(BLURS) $(SETS)
+	$(STUDY) report.part=ablation ot=unbalanced $(SETS)
+	$(STUDY) report.part=ablation ot.marginals=idf $(SETS)
+	$(STUDY) report.part=ablation ot.special_tokens=true $(SETS)
+	$(STUDY) report.part=ablation 'eval.scoring=[pooled,maxsim]' $(SETS)
+	$(STUDY) report.part=mmlu mcqa=mmlu_en 'mcqa.subjects=[medical]' mcqa.max_questions=$(MMLU_QUESTIONS) 'eval.sets=[]' eval.zero_shot=true
+	$(PYTHON) experiments/report.py $(REPORT_DIR) --out $(REPORT_OUT) $(REPORT_CHECK)
+endef
+
+report: install data/manifest.json  ## rerun the whole study and rewrite experiments/REPORT.md (< 2 h on 2 cores)
+	rm -rf $(REPORT_DIR)
+	$(study)
+
+# The same commands on a small slice: one language, teacher and seed, 2 steps, small evaluation sets.
+report-smoke: install data/manifest.json  ## the study end to end on a small slice (< 10 min): outputs/report-smoke
+	rm -rf outputs/report-smoke
+	$(MAKE) --no-print-directory _study REPORT_DIR=outputs/report-smoke REPORT_OUT=outputs/report-smoke \
+	  LANGS=sw TEACHERS=me5_small SEEDS=1 PAIRS=500 RATIOS=0,1.0 BLURS=0.05 MMLU_QUESTIONS=40 \
+	  EVAL_SETS='[udhr,tico19-test]' REPORT_CHECK=--require-all \
+	  REPORT_ARGS="trainer.max_steps=2 eval.max_queries=24"
+
+_study:
+	$(study)
 
 test: install  ## the default test suite (< 15 min on 2 CPU cores)
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)

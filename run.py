@@ -15,10 +15,8 @@ from omegaconf import DictConfig
 
 from optical_lightning.config import register_resolvers
 from optical_lightning.errors import user_error
-from optical_lightning.resources import return_freed_memory_promptly
 
 register_resolvers()
-return_freed_memory_promptly()  # before any large allocation: keeps peak RSS close to what tensors use
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

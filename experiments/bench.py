@@ -12,10 +12,8 @@ from omegaconf import DictConfig
 
 from optical_lightning.config import register_resolvers
 from optical_lightning.errors import user_error
-from optical_lightning.resources import return_freed_memory_promptly
 
 register_resolvers()
-return_freed_memory_promptly()  # as run.py does: the steps are timed under the same allocator settings
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")

@@ -23,7 +23,7 @@ from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
 from optical_lightning.module import DistillationModule
-from optical_lightning.resources import machine, peak_rss_mb, process_age_s
+from optical_lightning.resources import machine, peak_rss_mb, process_age_s, prompt_memory_return
 from optical_lightning.summary import flatten_results, print_summary
 from optical_lightning.tracking import finish, publish
 
@@ -157,12 +157,13 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
         )
         t0 = time.time()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("ckpt_path"), out_dir))
-        timing["fit_s"] = time.time() - t0
-        training = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if datamodule.val_prefixes:  # the final student's held-out losses, whatever the step budget was
-            for per_loader in trainer.validate(module, datamodule=datamodule, verbose=False):
-                training.update({k: float(v) for k, v in per_loader.items()})
+        with prompt_memory_return():  # keeps training's peak RSS near what its tensors use
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("ckpt_path"), out_dir))
+            timing["fit_s"] = time.time() - t0
+            training = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            if datamodule.val_prefixes:  # the final student's held-out losses, whatever the step budget was
+                for per_loader in trainer.validate(module, datamodule=datamodule, verbose=False):
+                    training.update({k: float(v) for k, v in per_loader.items()})
         if evaluating:
             evaluate(student, "trained")
 

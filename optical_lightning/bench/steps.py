@@ -120,6 +120,16 @@ class StepBench:
 
         return step
 
+    def teacher_forward_fn(self) -> Callable[[], None]:
+        """The live teacher's share of a step: its forward pass over the English side, without grad."""
+        batch = {k: v.to(self.device) for k, v in self.teacher.tokenize([p.en for p in self.pairs], "query").items()}
+
+        def forward() -> None:
+            with torch.no_grad(), _autocast(self.dtype, self.device):
+                self.teacher(batch)
+
+        return forward
+
     def loss(self, teacher_cache: TeacherTokenCache | None = None, seed: int = 0) -> float:
         """The ``optical`` loss of the batch at the current weights, with fixed dropout masks."""
         module, collate = self._module("optical")
@@ -143,13 +153,17 @@ def bench_steps(bench: StepBench, variants: list[str], warmup: int, repeats: int
         # the live step again, right after the cached one: both ends of the ratio see the same machine state
         steps["optical_again"] = time_call(bench.step_fn("optical"), warmup, repeats, bench.device)
     live_median = min(steps["optical"]["median_s"], steps["optical_again"]["median_s"])
+    # Amdahl: a cache can at most remove the teacher's forward pass from the step
+    teacher_s = time_call(bench.teacher_forward_fn(), warmup, repeats, bench.device)["median_s"]
     return {
         "batch": {"pairs": len(bench.pairs),
                   "teacher_tokens": _mean_tokens(bench.teacher, [p.en for p in bench.pairs]),
                   "student_tokens": _mean_tokens(bench.student, [p.tgt for p in bench.pairs])},
         "steps": steps,
         "teacher_cache": {"loss_live": live, "loss_cached": cached, "abs_diff": abs(live - cached),
-                          "live_step_s": live_median, "cached_step_s": steps["optical_cached"]["median_s"]},
+                          "live_step_s": live_median, "cached_step_s": steps["optical_cached"]["median_s"],
+                          "teacher_forward_s": teacher_s, "teacher_share": teacher_s / live_median,
+                          "speedup_bound": live_median / max(live_median - teacher_s, 1e-9)},
     }
 
 
