@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from optical_lightning.evaluation.significance import mean_ci, paired_test
 
 
