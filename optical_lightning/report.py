@@ -308,7 +308,7 @@ def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
     fills["mmlu_table"] = mmlu_table(parts["mmlu"][0]) if parts["mmlu"][0] else absent("mmlu")
     fills["runs"] = _table(["part", "complete jobs", "incomplete", "compute (min)"],
                            [[p, str(len(j)), ", ".join(inc) or "–",
-                             f"{sum(x.results.get('timing', {}).get('process_s', 0) for x in j) / 60:.1f}"]
+                             f"{sum(x.results.get('timing', {}).get('total_s', 0) for x in j) / 60:.1f}"]
                             for p, (j, inc) in parts.items()])
     text = template.read_text()
     for key, value in fills.items():

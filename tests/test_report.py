@@ -50,7 +50,7 @@ def _job(root: Path, part: str, name: str, *, lang: str = "sw", distill: str = "
     config = {"lang": {"code": lang}, "distill": {"name": distill}, "ot": {"loss": loss, "blur": 0.1},
               "teacher": {"model_name_or_path": teacher}, "seed": seed, "data": {"max_pairs": cfg.get("max_pairs")},
               "domain": {"ratio": cfg.get("ratio", 0.0), "schedule": cfg.get("schedule", "mixed")}}
-    (folder / "results.json").write_text(json.dumps({"config": config, "metrics": {}, "timing": {"process_s": 60},
+    (folder / "results.json").write_text(json.dumps({"config": config, "metrics": {}, "timing": {"total_s": 60},
                                                      "data": {"train_pairs": 3000}}))
     (folder / "per_query.json").write_text(json.dumps(per_query))
 
