@@ -114,10 +114,16 @@ def _p(p: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- parts
-def main_table(zero: list[Job], main: list[Job]) -> str:
-    groups: dict[tuple, list[Job]] = defaultdict(list)
-    for j in zero + main:
+def by_system(jobs: Iterable[Job]) -> dict[tuple[str, str, str], list[Job]]:
+    """``(lang, teacher, system) -> jobs``: the seeds of one configuration together."""
+    groups: dict[tuple[str, str, str], list[Job]] = defaultdict(list)
+    for j in jobs:
         groups[(j.lang, j.teacher, j.system)].append(j)
+    return groups
+
+
+def main_table(zero: list[Job], main: list[Job]) -> str:
+    groups = by_system(zero + main)
     header = ["lang", "teacher", "system", "seeds"] + [f"{s} {m}" for s, m in MAIN_COLUMNS]
     rows = []
     for lang in ("sw", "so"):
@@ -136,9 +142,7 @@ def main_table(zero: list[Job], main: list[Job]) -> str:
 
 def paired_table(zero: list[Job], main: list[Job]) -> tuple[str, list[dict]]:
     """OPTICAL (both losses) against MSE, and each trained system against zero-shot, per query."""
-    groups: dict[tuple, list[Job]] = defaultdict(list)
-    for j in zero + main:
-        groups[(j.lang, j.teacher, j.system)].append(j)
+    groups = by_system(zero + main)
     comparisons = [("optical (transport)", "mse"), ("optical (divergence)", "mse"),
                    ("optical (transport)", "optical (divergence)"), ("optical (transport)", "zero-shot"),
                    ("mse", "zero-shot")]

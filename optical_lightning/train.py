@@ -146,9 +146,9 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             precision = "bf16" if "bf16" in str(trainer.precision) else "32"  # as the live teacher would run
             teacher_cache = TeacherTokenCache(datamodule.teacher_cache_dir or Path(cfg.paths.cache_dir) / "teacher_tokens",
                                               teacher, precision=precision)
-            teacher_counts = counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
+            teacher_counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
             timing["teacher_cache_s"] = time.time() - t0
-            log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", counts["cached"], counts["encoded"],
+            log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", teacher_counts["cached"], teacher_counts["encoded"],
                      timing["teacher_cache_s"])
         datamodule.collate_fn = PairCollator(teacher, student, with_student_en=cfg.distill.mse_weight > 0,
                                              teacher_cache=teacher_cache)
