@@ -258,8 +258,8 @@ def _line_plot(path: Path, xlabel: str, series: dict[str, list[tuple[float, floa
 
 
 # ---------------------------------------------------------------------------------------------- render
-def targets(zero: list[Job], main: list[Job]) -> str:
-    """The issue's targets, checked on the measured tables."""
+def targets(zero: list[Job], main: list[Job], paired: list[dict]) -> str:
+    """The issue's targets, checked on the measured tables and the paired tests (``paired_table``'s records)."""
     def best(lang: str, s: str, m: str, stage_filter: Callable[[Job], bool]) -> tuple[str, float] | None:
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in main:
@@ -274,6 +274,14 @@ def targets(zero: list[Job], main: list[Job]) -> str:
     if sw:
         lines.append(f"- AfriQA sw→en nDCG@10 ≥ 0.75 with OPTICAL: best OPTICAL cell {sw[1]:.3f} ({sw[0]}): "
                      f"**{'reached' if sw[1] >= 0.75 else 'not reached'}**.")
+        system, teacher = sw[0].split(" / ")
+        test = next((t for t in paired if (t["lang"], t["teacher"], t["a"], t["b"], t["set"], t["metric"])
+                     == ("sw", teacher, system, "mse", "afriqa", "nDCG@10")), None)
+        if test:
+            ahead = test["diff"] > 0 and test["p"] < 0.05
+            lines.append(f"- That OPTICAL system significantly ahead of MSE on AfriQA nDCG@10 (p < 0.05): "
+                         f"{test['diff']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p {'<' if test['p'] < 0.001 else '='} {max(test['p'], 0.001):.3f}: "
+                         f"**{'yes' if ahead else 'no'}**.")
     else:
         lines.append("- AfriQA sw→en nDCG@10 ≥ 0.75: not measured (no Swahili OPTICAL job evaluated AfriQA).")
     zero_so = [j for j in zero if j.lang == "so" and "mE5" in j.teacher]
@@ -301,7 +309,7 @@ def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
     fills["main_table"] = main_table(zero, main) if zero or main else absent("main")
     paired, records = paired_table(zero, main) if main else (absent("main"), [])
     fills["paired_table"] = paired
-    fills["targets"] = targets(zero, main) if main else absent("main")
+    fills["targets"] = targets(zero, main, records) if main else absent("main")
     for name, fn in (("data", data_table), ("domain", domain_table)):
         if parts[name][0]:
             table, plot = fn(parts[name][0], out)

@@ -73,6 +73,7 @@ def test_report_renders_every_part_and_lists_missing_ones(tmp_path):
     assert "{{" not in report
     assert "| sw | (b) mE5 | optical (transport) | 3 |" in report and "| sw | (b) mE5 | zero-shot | 1 |" in report
     assert "AfriQA sw→en nDCG@10 ≥ 0.75 with OPTICAL" in report and "**reached**" in report
+    assert "significantly ahead of MSE on AfriQA nDCG@10 (p < 0.05)" in report and "**yes**" in report
     tests = json.loads((out / "paired_tests.json").read_text())
     vs_mse = next(t for t in tests if t["a"] == "optical (transport)" and t["b"] == "mse" and t["set"] == "afriqa")
     assert vs_mse["diff"] > 0.2 and vs_mse["p"] < 0.01  # 0.8 vs 0.4 success rates over 60 queries, 3 seeds
