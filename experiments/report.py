@@ -20,12 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="the study's output folder (make report: outputs/report)")
     parser.add_argument("--out", type=Path, default=HERE, help="where REPORT.md and the plots go")
     parser.add_argument("--template", type=Path, default=HERE / "REPORT.template.md")
+    parser.add_argument("--data", type=Path, default=Path("data"), help="the data the jobs read (alignment check)")
     parser.add_argument("--require-all", action="store_true", help="exit 1 if any part has no complete job")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         print(f"error: {args.root} not found: run `make report` (or `make report-smoke`) first", file=sys.stderr)
         return 2
-    path, missing = render(args.root, args.out, args.template)
+    path, missing = render(args.root, args.out, args.template, args.data)
     print(f"wrote {path}" + (f"; parts without results: {', '.join(missing)}" if missing else ""))
     return 1 if args.require_all and missing else 0
 

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from optical_lightning.atomic import atomic_write_text
+from optical_lightning.data.alignment_check import number_agreement
+from optical_lightning.data.bitext import read_bitext
 from optical_lightning.evaluation.significance import mean_ci, paired_test
 from optical_lightning.plots import save_png
 
@@ -258,6 +260,23 @@ def _line_plot(path: Path, xlabel: str, series: dict[str, list[tuple[float, floa
 
 
 # ---------------------------------------------------------------------------------------------- render
+def alignment_table(data_dir: Path) -> str:
+    """Number agreement (:mod:`optical_lightning.data.alignment_check`) of the bitext and translation sets."""
+    files = sorted(data_dir.glob("bitext/*/*.tsv")) + [
+        data_dir / "eval" / "translation" / lang / f"{s}.tsv" for lang in ("sw", "so") for s, _ in SHORT_COLUMNS[2:]]
+    rows = []
+    for path in files:
+        if path.is_file():
+            a = number_agreement(read_bitext(path, path.parent.name))
+            share = (lambda x: f"{x:.2f}") if a.with_numbers else (lambda x: "–")
+            rows.append([f"`{path.relative_to(data_dir)}`", f"{a.pairs:,}", f"{a.with_numbers:,}", share(a.own),
+                         share(a.next), share(a.previous)])
+    if not rows:
+        return f"_Not available: no bitext under `{data_dir}` (run `make data`)._"
+    return _table(["file", "pairs", "with a number", "target shares its own line's number",
+                   "only the next line's", "only the previous line's"], rows)
+
+
 def targets(zero: list[Job], main: list[Job], paired: list[dict]) -> str:
     """The issue's targets, checked on the measured tables and the paired tests (``paired_table``'s records)."""
     def best(lang: str, s: str, m: str, stage_filter: Callable[[Job], bool]) -> tuple[str, float] | None:
@@ -295,7 +314,7 @@ def targets(zero: list[Job], main: list[Job], paired: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
+def render(root: Path, out: Path, template: Path, data_dir: Path = Path("data")) -> tuple[Path, list[str]]:
     """Fill the template from the parts under ``root``; returns REPORT.md's path and the missing parts."""
     parts = {p: load_part(root, p) for p in PARTS}
     missing = [p for p, (jobs, _) in parts.items() if not jobs]
@@ -317,6 +336,7 @@ def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
         else:
             fills[f"{name}_table"] = absent(name)
     fills["ablation_table"] = ablation_table(parts["ablation"][0]) if parts["ablation"][0] else absent("ablation")
+    fills["alignment_table"] = alignment_table(data_dir)
     fills["mmlu_table"] = mmlu_table(parts["mmlu"][0]) if parts["mmlu"][0] else absent("mmlu")
     fills["runs"] = _table(["part", "complete jobs", "incomplete", "compute (min)"],
                            [[p, str(len(j)), ", ".join(inc) or "–",

@@ -106,3 +106,21 @@ def test_source_column_is_counted_per_origin(tmp_path):
     stats = BitextStats()
     clean_pairs(read_bitext(path, "sw"), stats=stats)
     assert stats.per_source == {"train.tsv:kolibri": 2, "train.tsv:django": 1}
+
+
+def _write_bitext(path, rows, lang="so"):
+    path.write_text("id\ten\t" + lang + "\n" + "".join(f"{i}\t{en}\t{tgt}\n" for i, (en, tgt) in enumerate(rows)))
+    return path
+
+
+def test_number_agreement_flags_rows_shifted_by_one(tmp_path):
+    from optical_lightning.data.alignment_check import number_agreement
+
+    en = [f"In {1990 + i} there were {10 + i} cases." for i in range(10)] + ["No number here."]
+    aligned = [(e, e.replace("there were", "kulikuwa na")) for e in en]
+    # a translation lost after row 4: from there on every target line belongs to the next English line
+    shifted = aligned[:5] + [(aligned[i][0], aligned[i + 1][1]) for i in range(5, 10)] + [(en[10], "Hakuna.")]
+    ok = number_agreement(read_bitext(_write_bitext(tmp_path / "ok.tsv", aligned), "so"))
+    bad = number_agreement(read_bitext(_write_bitext(tmp_path / "bad.tsv", shifted), "so"))
+    assert (ok.pairs, ok.with_numbers, ok.own, ok.next, ok.previous) == (11, 10, 1.0, 0.0, 0.0)
+    assert (bad.own, bad.next, bad.previous) == (0.5, 0.4, 0.0)  # row 9's target (row 10's text) has no number

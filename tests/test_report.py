@@ -64,9 +64,13 @@ def test_report_renders_every_part_and_lists_missing_ones(tmp_path):
     for pairs in (500, 1000, None):
         _job(root, "data", f"data.max_pairs={pairs}", max_pairs=pairs)
     (root / "domain" / "ratio=1.0").mkdir(parents=True)  # started, never finished
+    data = tmp_path / "data" / "bitext" / "so"
+    data.mkdir(parents=True)  # one real pair, then a target line that belongs to the next English line
+    (data / "medical.tsv").write_text("id\ten\tso\n1\tIn 2020, 15 cases.\tSannadka 2020, 15 kiis.\n"
+                                      "2\tOn 12 March.\tIn 1918 too.\n3\tIn 1918 too.\tSidoo kale 1918.\n")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(root), "--out", str(out),
-                           "--require-all"], capture_output=True, text=True)
+                           "--require-all", "--data", str(tmp_path / "data")], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr  # domain, ablation and mmlu have no complete job
     assert "domain, ablation, mmlu" in proc.stdout
     report = (out / "REPORT.md").read_text()
@@ -80,6 +84,7 @@ def test_report_renders_every_part_and_lists_missing_ones(tmp_path):
     assert (out / "data_efficiency.png").is_file() and "![data](data_efficiency.png)" in report
     assert "ratio=1.0" in report  # the incomplete domain job is listed, not dropped
     assert "_Not available: no complete job under" in report
+    assert "| `bitext/so/medical.tsv` | 3 | 3 | 0.67 | 0.33 | 0.00 |" in report
 
 
 def test_report_preset_compares_jobs_on_the_same_queries(tmp_path):
