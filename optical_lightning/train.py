@@ -7,6 +7,7 @@ fail fast: config values, data files and evaluation sets are checked before any 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -199,6 +200,8 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             atomic_write_json(out_dir / "mcqa.json", {"name": mcqa.name, "path": str(mcqa.path), "mode": mcqa.mode,
                                                       "stages": mcqa_details})
         atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
+        if not cfg.get("keep_checkpoints", True):  # they exist to resume an unfinished run; this one is finished
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         point_symlink(Path(cfg.paths.log_dir) / "latest", out_dir)
         publish(loggers, results, suite.per_query)
         print_summary(results)

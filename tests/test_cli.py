@@ -69,13 +69,17 @@ def test_distill_none_saves_the_untrained_student(tmp_path):
     assert (run / "student" / "optical_encoder.json").is_file()
 
 
-def test_multirun_sweeps_two_jobs(tmp_path):
-    proc = run_cli(*TINY, "distill=optical,mse", f"data.train={SW_BITEXT}", "trainer.max_steps=2", cwd=tmp_path,
-                   multirun=True)
+def test_multirun_sweeps_jobs_and_drops_checkpoints_on_request(tmp_path):
+    with_checkpoints = [a for a in TINY if a != "callbacks=none"]  # save_last: the resume state of each job
+    proc = run_cli(*with_checkpoints, "distill=optical,mse", "keep_checkpoints=true,false", f"data.train={SW_BITEXT}",
+                   "trainer.max_steps=2", cwd=tmp_path, multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p.parent for p in tmp_path.glob("outputs/distill/multirun/*/*/results.json")]
     names = sorted(json.loads((r / "results.json").read_text())["config"]["distill"]["name"] for r in runs)
-    assert names == ["mse", "optical"]
+    assert names == ["mse", "mse", "optical", "optical"]
+    for r in runs:  # keep_checkpoints=false: a complete job leaves no resume state behind
+        kept = json.loads((r / "results.json").read_text())["config"]["keep_checkpoints"]
+        assert (r / "checkpoints" / "last.ckpt").is_file() == kept
 
 
 def malformed(tmp_path: Path) -> Path:
