@@ -185,14 +185,38 @@ def domain_table(jobs: list[Job], out: Path) -> tuple[str, Path | None]:
     jobs = sorted(jobs, key=lambda j: (j.lang != "sw", j.cfg("domain.schedule"), j.cfg("domain.ratio")))
     rows = [[j.lang, j.cfg("domain.schedule"), f"{j.cfg('domain.ratio'):g}"] + [cell(j.queries(s, m)) for s, m, _ in cols]
             for j in jobs]
-    series = {}
+    # one panel per language; colour = evaluation set, line style = schedule
+    panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for j in jobs:
         for s, m, kind in cols:
             if j.queries(s, m):
-                series.setdefault(f"{j.lang} {s} ({kind}), {j.cfg('domain.schedule')}", []).append(
+                panels[j.lang][(f"{s} {m} ({kind})", j.cfg("domain.schedule"))].append(
                     (j.cfg("domain.ratio"), float(np.mean(list(j.queries(s, m).values())))))
-    plot = _line_plot(out / "domain_ratio.png", "medical share of the training pairs", series)
+    plot = _domain_plot(out / "domain_ratio.png", panels)
     return _table(["lang", "schedule", "medical ratio"] + [f"{s} {m} ({k})" for s, m, k in cols], rows), plot
+
+
+def _domain_plot(path: Path, panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]]) -> Path | None:
+    panels = {lang: {k: sorted(v) for k, v in series.items() if len(v) >= 2} for lang, series in panels.items()}
+    panels = {lang: series for lang, series in panels.items() if series}
+    if not panels:
+        return None
+    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
+    colours = {}
+    for ax, (lang, series) in zip(axes[0], panels.items()):
+        for (metric, schedule), points in series.items():
+            colour = colours.setdefault(metric, f"C{len(colours)}")
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colour,
+                    linestyle="-" if schedule == "mixed" else "--", label=f"{metric}, {schedule}")
+        ax.set_title(lang)
+        ax.set_xlabel("medical share of the training pairs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel("metric (mean over queries)")
+    fig.tight_layout()
+    return save_png(fig, path)
 
 
 def ablation_label(job: Job, jobs: list[Job]) -> str:
