@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
 from optical_lightning.data.teacher_cache import TeacherTokenCache
+from optical_lightning.errors import ConfigError
 from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
@@ -94,6 +95,9 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
 
     # Cheap checks first: OT hyper-parameters, training files, evaluation sets.
     train_student = bool(cfg.distill.train)
+    teacher_role = cfg.distill.get("teacher_role", "query")
+    if teacher_role not in ("query", "passage"):
+        raise ConfigError(f"distill.teacher_role={teacher_role!r}: use query or passage (the teacher's prefix for the English side)")
     ot_head = instantiate(cfg.ot) if train_student and cfg.distill.ot_weight > 0 else None
     datamodule = instantiate(cfg.data) if train_student else None
     if datamodule is not None:
@@ -146,13 +150,13 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             datamodule.trainer = trainer  # the step budget decides which sentences are visited
             precision = "bf16" if "bf16" in str(trainer.precision) else "32"  # as the live teacher would run
             teacher_cache = TeacherTokenCache(datamodule.teacher_cache_dir or Path(cfg.paths.cache_dir) / "teacher_tokens",
-                                              teacher, precision=precision)
+                                              teacher, role=teacher_role, precision=precision)
             teacher_counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
             timing["teacher_cache_s"] = time.time() - t0
             log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", teacher_counts["cached"], teacher_counts["encoded"],
                      timing["teacher_cache_s"])
         datamodule.collate_fn = PairCollator(teacher, student, with_student_en=cfg.distill.mse_weight > 0,
-                                             teacher_cache=teacher_cache)
+                                             teacher_cache=teacher_cache, teacher_role=teacher_role)
         module = DistillationModule(
             student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
             optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),

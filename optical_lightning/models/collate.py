@@ -17,20 +17,24 @@ class PairCollator:
     """Tokenises English with the teacher's tokenizer and the other side with the student's.
 
     ``student_en`` (English through the student) is only built when a loss needs it (the MSE
-    baseline's second term), to keep OT-only batches small. Both sides are queries at search time,
-    so both take the query prefix.
+    baseline's second term), to keep OT-only batches small. The student's side is a query at search
+    time, so it takes the query prefix; the teacher's English side takes ``teacher_role``'s prefix:
+    ``query`` (default) aims the student at the teacher's English queries, ``passage`` at the English
+    documents that translation retrieval compares it with.
     """
 
     def __init__(self, teacher: Encoder, student: Encoder, with_student_en: bool = False,
-                 teacher_cache: TeacherTokenCache | None = None) -> None:
+                 teacher_cache: TeacherTokenCache | None = None, teacher_role: str = "query") -> None:
         self.teacher, self.student, self.with_student_en = teacher, student, with_student_en
-        self.teacher_cache = teacher_cache
+        self.teacher_cache, self.teacher_role = teacher_cache, teacher_role
+        if teacher_cache is not None and teacher_cache.role != teacher_role:
+            raise ValueError(f"the teacher cache holds {teacher_cache.role!r} clouds, the collator wants {teacher_role!r}")
 
     def __call__(self, pairs: list[BitextPair]) -> dict[str, dict[str, Tensor]]:
         en = [p.en for p in pairs]
         batch = {
             # with a teacher cache, the teacher's outputs themselves (``tokens`` ...), not its inputs
-            "teacher_en": self.teacher_cache.batch(en) if self.teacher_cache else self.teacher.tokenize(en, "query"),
+            "teacher_en": self.teacher_cache.batch(en) if self.teacher_cache else self.teacher.tokenize(en, self.teacher_role),
             "student_tgt": self.student.tokenize([p.tgt for p in pairs], "query"),
         }
         if self.with_student_en:
