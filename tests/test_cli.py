@@ -106,6 +106,8 @@ BAD_INPUTS = {
                               r"no training pairs left .*1 too short"),
     "unknown model offline": (lambda t: ["student=me5_small", "student.model_name_or_path=nobody/nothing",
                                          f"data.train={SW_BITEXT}"], r"cannot load model 'nobody/nothing'.*local HF folder"),
+    "unknown teacher role": (lambda t: ["distill.teacher_role=document", f"data.train={SW_BITEXT}"],
+                             r"distill\.teacher_role='document': use query or passage"),
     "size mismatch": (lambda t: ["student.projection=false", "student.hidden_size=48", f"data.train={SW_BITEXT}"],
                       r"48 dimensions but the teacher in 32: set student\.projection=true"),
 }

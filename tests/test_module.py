@@ -82,3 +82,18 @@ def test_checkpoint_holds_the_student_not_the_teacher(tiny_pair, tmp_path):
     assert any(k.startswith("student.") for k in state) and not any(k.startswith("teacher.") for k in state)
     fresh, _ = make(tiny_pair)
     fresh.load_state_dict(state)  # strict: every student key present, teacher filled from the live model
+
+
+def test_teacher_role_picks_the_prefix_of_the_english_side():
+    from optical_lightning.data.bitext import BitextPair
+    from optical_lightning.models.tiny import tiny_encoder
+
+    teacher = tiny_encoder(frozen=True, query_prefix="query: ", passage_prefix="passage: ")
+    student = tiny_encoder(query_prefix="query: ", passage_prefix="passage: ")
+    pairs = [BitextPair("1", "Wash your hands.", "Nawa mikono yako.")]
+    for role in ("query", "passage"):
+        batch = PairCollator(teacher, student, teacher_role=role)(pairs)
+        assert torch.equal(batch["teacher_en"]["input_ids"], teacher.tokenize(["Wash your hands."], role)["input_ids"])
+        assert torch.equal(batch["student_tgt"]["input_ids"], student.tokenize(["Nawa mikono yako."], "query")["input_ids"])
+    query, passage = (PairCollator(teacher, student, teacher_role=r)(pairs)["teacher_en"]["input_ids"] for r in ("query", "passage"))
+    assert not torch.equal(query, passage)
