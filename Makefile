@@ -60,6 +60,7 @@ define study
 	$(STUDY) report.part=ablation ot.marginals=idf $(SETS)
 	$(STUDY) report.part=ablation ot.special_tokens=true $(SETS)
 	$(STUDY) report.part=ablation 'eval.scoring=[pooled,maxsim]' $(SETS)
+	$(STUDY) report.part=ablation distill.teacher_role=passage $(SETS)
 	$(STUDY) report.part=mmlu mcqa=mmlu_en 'mcqa.subjects=[medical]' mcqa.max_questions=$(MMLU_QUESTIONS) 'eval.sets=[]' eval.zero_shot=true eval.upper_bound=true
 	$(PYTHON) experiments/report.py $(REPORT_DIR) --out $(REPORT_OUT) $(REPORT_CHECK)
 endef
