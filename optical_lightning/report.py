@@ -32,6 +32,8 @@ SYSTEMS = ("zero-shot", "mse", "optical (transport)", "optical (divergence)")
 MAIN_COLUMNS = (("afriqa", "nDCG@10"), ("afriqa", "RR@10"), ("afriqa", "R@100"), ("udhr", "P@1"),
                 ("tico19-test", "P@1"), ("flores200-devtest", "P@1"))
 SHORT_COLUMNS = (("afriqa", "nDCG@10"), ("udhr", "P@1"), ("tico19-test", "P@1"), ("flores200-devtest", "P@1"))
+#: the "find the translation" sets of the study (bitext files, also checked for alignment)
+TRANSLATION_SETS = ("tico19-test", "flores200-devtest")
 
 
 @dataclass
@@ -173,9 +175,9 @@ def data_table(jobs: list[Job], out: Path) -> tuple[str, Path | None]:
     jobs = sorted(jobs, key=size)
     rows = [[str(size(j)) + ("" if j.cfg("data.max_pairs") else " (all)"), j.lang] +
             [cell(j.queries(s, m)) for s, m in SHORT_COLUMNS] for j in jobs]
-    plot = _line_plot(out / "data_efficiency.png", "training pairs (log scale)",
-                      {f"{s} {m}": [(size(j), float(np.mean(list(j.queries(s, m).values())))) for j in jobs if j.queries(s, m)]
-                       for s, m in SHORT_COLUMNS}, log_x=True)
+    series = {(f"{s} {m}", ""): [(size(j), float(np.mean(list(j.queries(s, m).values())))) for j in jobs if j.queries(s, m)]
+              for s, m in SHORT_COLUMNS}
+    plot = _line_plot(out / "data_efficiency.png", "training pairs (log scale)", {"": series}, log_x=True)
     return _table(["pairs", "lang"] + [f"{s} {m}" for s, m in SHORT_COLUMNS], rows), plot
 
 
@@ -192,31 +194,8 @@ def domain_table(jobs: list[Job], out: Path) -> tuple[str, Path | None]:
             if j.queries(s, m):
                 panels[j.lang][(f"{s} {m} ({kind})", j.cfg("domain.schedule"))].append(
                     (j.cfg("domain.ratio"), float(np.mean(list(j.queries(s, m).values())))))
-    plot = _domain_plot(out / "domain_ratio.png", panels)
+    plot = _line_plot(out / "domain_ratio.png", "medical share of the training pairs", panels)
     return _table(["lang", "schedule", "medical ratio"] + [f"{s} {m} ({k})" for s, m, k in cols], rows), plot
-
-
-def _domain_plot(path: Path, panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]]) -> Path | None:
-    panels = {lang: {k: sorted(v) for k, v in series.items() if len(v) >= 2} for lang, series in panels.items()}
-    panels = {lang: series for lang, series in panels.items() if series}
-    if not panels:
-        return None
-    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
-    colours = {}
-    for ax, (lang, series) in zip(axes[0], panels.items()):
-        for (metric, schedule), points in series.items():
-            colour = colours.setdefault(metric, f"C{len(colours)}")
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colour,
-                    linestyle="-" if schedule == "mixed" else "--", label=f"{metric}, {schedule}")
-        ax.set_title(lang)
-        ax.set_xlabel("medical share of the training pairs")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
-    axes[0][0].set_ylabel("metric (mean over queries)")
-    fig.tight_layout()
-    return save_png(fig, path)
 
 
 def ablation_label(job: Job, jobs: list[Job]) -> str:
@@ -265,21 +244,35 @@ def mmlu_table(jobs: list[Job]) -> str:
     return _table(["set", "encoder (question side)", "accuracy [95% CI]", "chance", "questions"], rows)
 
 
-def _line_plot(path: Path, xlabel: str, series: dict[str, list[tuple[float, float]]], log_x: bool = False) -> Path | None:
-    series = {k: sorted(v) for k, v in series.items() if len(v) >= 2}
-    if not series:
+def _line_plot(path: Path, xlabel: str, panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]],
+               log_x: bool = False) -> Path | None:
+    """One panel per key of ``panels`` (its title); a series is keyed ``(metric, variant)``: colour = metric,
+    line style = variant (solid for the first or only one)."""
+    panels = {title: {k: sorted(v) for k, v in series.items() if len(v) >= 2} for title, series in panels.items()}
+    panels = {title: series for title, series in panels.items() if series}
+    if not panels:
         return None
     import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, points in series.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("metric (mean over queries)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 2 * (len(panels) == 1), 4.2), sharey=True,
+                             squeeze=False)
+    colours: dict[str, str] = {}
+    styles: dict[str, str] = {}
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        for (metric, variant), points in series.items():
+            colour = colours.setdefault(metric, f"C{len(colours)}")
+            style = styles.setdefault(variant, ("-", "--", ":", "-.")[len(styles) % 4])
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colour, linestyle=style,
+                    label=f"{metric}, {variant}" if variant else metric)
+        if title:
+            ax.set_title(title)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel("metric (mean over queries)")
+    fig.tight_layout()
     return save_png(fig, path)
 
 
@@ -287,7 +280,7 @@ def _line_plot(path: Path, xlabel: str, series: dict[str, list[tuple[float, floa
 def alignment_table(data_dir: Path) -> str:
     """Number agreement (:mod:`optical_lightning.data.alignment_check`) of the bitext and translation sets."""
     files = sorted(data_dir.glob("bitext/*/*.tsv")) + [
-        data_dir / "eval" / "translation" / lang / f"{s}.tsv" for lang in ("sw", "so") for s, _ in SHORT_COLUMNS[2:]]
+        data_dir / "eval" / "translation" / lang / f"{s}.tsv" for lang in ("sw", "so") for s in TRANSLATION_SETS]
     rows = []
     for path in files:
         if path.is_file():
@@ -323,7 +316,7 @@ def targets(zero: list[Job], main: list[Job], paired: list[dict]) -> str:
         if test:
             ahead = test["diff"] > 0 and test["p"] < 0.05
             lines.append(f"- That OPTICAL system significantly ahead of MSE on AfriQA nDCG@10 (p < 0.05): "
-                         f"{test['diff']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p {'<' if test['p'] < 0.001 else '='} {max(test['p'], 0.001):.3f}: "
+                         f"{test['diff']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p {_p(test['p'])}: "
                          f"**{'yes' if ahead else 'no'}**.")
     else:
         lines.append("- AfriQA sw→en nDCG@10 ≥ 0.75: not measured (no Swahili OPTICAL job evaluated AfriQA).")
