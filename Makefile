@@ -1,10 +1,15 @@
 # optical-lightning: `make run` sets up and runs the default job; `make test` sets up and passes the tests.
-PYTHON ?= python3
+# Everything runs in the project's own virtual environment (.venv/, git-ignored), built from
+# pyproject.toml alone: nothing installed by hand elsewhere can make a target pass. BASE_PYTHON creates it.
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 # The CPU build of torch (it lies on disk on the CPU machines we develop on); on a GPU machine use
 # `make install TORCH=torch` to take the CUDA build from PyPI.
 TORCH ?= torch==2.13.0
 PIP := $(PYTHON) -m pip install --disable-pip-version-check -q
-STAMP := .cache/installed.stamp
+# inside the venv, so that deleting .venv/ (as .ci/run does) also forgets the install
+STAMP := $(VENV)/.installed.stamp
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export WANDB_MODE ?= offline
@@ -18,9 +23,12 @@ MIRROR ?= $(wildcard ../shared/data)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(PYTHON):
+	$(BASE_PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PYTHON)
 	$(PIP) "$(TORCH)" -e ".[dev,offline,sweep,search]"
-	@mkdir -p $(dir $@) && touch $@
+	@touch $@
 
 install: $(STAMP)  ## install the package, its dependencies and the registry-shipped models
 

