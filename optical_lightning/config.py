@@ -1,11 +1,20 @@
-"""OmegaConf resolvers used by ``conf/`` (registered once by ``run.py`` and the tests)."""
+"""From ``conf/`` to objects: the OmegaConf resolvers the configs use (registered once by ``run.py``
+and the tests) and :func:`build`, Hydra's ``instantiate`` with one-line errors that name the setting."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
+import re
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from optical_lightning.errors import ConfigError, OpticalError, user_error
 
 
 def wandb_offline() -> bool:
@@ -41,3 +50,56 @@ def register_resolvers() -> None:
     for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``; a failure becomes one :class:`ConfigError` naming ``key``
+    (the config path, e.g. ``trainer``) and the root cause, instead of Hydra's wrapped traceback."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        raise explain(e, key, node) from e
+
+
+def explain(exc: InstantiationException, key: str, node: DictConfig) -> OpticalError:
+    """The one-line error behind a failed ``instantiate`` of the setting ``key``."""
+    if (ours := user_error(exc)) is not None:  # our constructors already say what to fix
+        return ours
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if (nested := re.search(r"full_key: (\S+)", str(exc))) is not None:  # e.g. callbacks.plan_figure
+        found = nested.group(1)  # absolute when the node still knows its parent config, else relative to it
+        key = found if found == key or found.startswith(f"{key}.") else f"{key}.{found}"
+    if isinstance(root, ModuleNotFoundError) and not str(root.name).startswith("optical_lightning"):
+        return ConfigError(f"{key}: cannot import {root.name or root} - a dependency is missing from this "
+                           f"environment; run `make install` (or pip install -e .)")
+    if isinstance(root, ImportError) or root is exc:  # the _target_ itself cannot be found
+        return ConfigError(f"{key}: {' '.join(str(root).split())}")
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", str(root))
+    if isinstance(root, TypeError) and unknown:
+        return ConfigError(_unknown_setting(key, unknown.group(1), _target_of(node, key)))
+    return ConfigError(f"{key}: {type(root).__name__}: {' '.join(str(root).split())}")
+
+
+def _target_of(node: DictConfig, key: str) -> Any:
+    sub = node
+    for part in key.split(".")[1:]:  # a nested key of a group (callbacks.plan_figure)
+        sub = sub.get(part, sub) if isinstance(sub, DictConfig) else sub
+    target = sub.get("_target_") if isinstance(sub, DictConfig) else None
+    try:
+        return get_object(target) if target else None
+    except Exception:  # noqa: BLE001 - only used to list the settings in a message
+        return None
+
+
+def _unknown_setting(key: str, name: str, target: Any) -> str:
+    try:
+        known = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+    except (TypeError, ValueError):
+        known = []
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {key}.{close[0]}?)" if close else ""
+    where = f" of {getattr(target, '__qualname__', target)}" if target is not None else ""
+    settings = f"; its settings are {', '.join(known)}" if known else ""
+    return f"{key}.{name}: unknown setting{where}{hint}{settings}"

@@ -32,3 +32,36 @@ def user_error(exc: BaseException) -> OpticalError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class RunInterrupted(OpticalError):
+    """Training stopped by Ctrl-C or SIGTERM; ``run.py`` exits with 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+def require_int(key: str, value: object, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """``value`` as an integer >= ``minimum``, else a :class:`ConfigError` that names ``key``.
+
+    Hydra passes command-line values through as typed (``data.batch_size=abc`` arrives as the
+    string ``'abc'``), so constructors check them here instead of failing in a comparison later.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        wanted = "an integer" + (" or null" if allow_none else "")
+        raise ConfigError(f"{key}={value!r}: must be {wanted}{'' if minimum is None else f' >= {minimum}'}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}={value}: must be >= {minimum}" + (" (or null)" if allow_none else ""))
+    return value
+
+
+def as_list(value: object) -> list:
+    """A list setting given as a single value (``eval.sets=udhr``) is a one-element list, not its characters."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return [value]
+    return list(value)

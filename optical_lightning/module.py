@@ -42,12 +42,9 @@ class DistillationModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
-        if ot_weight < 0 or mse_weight < 0:
-            raise ConfigError(f"distill weights must be >= 0 (ot_weight={ot_weight}, mse_weight={mse_weight})")
+        check_loss_weights(ot_weight, mse_weight)
         if ot_weight > 0 and ot_head is None:
             raise ConfigError("distill.ot_weight > 0 needs an OT head (ot=sinkhorn)")
-        if ot_weight == 0 and mse_weight == 0:
-            raise ConfigError("distill.ot_weight and distill.mse_weight are both 0: nothing to train (use distill=none)")
         self.student, self.teacher = student, teacher.freeze()
         self.ot_head = ot_head
         self.ot_weight, self.mse_weight = ot_weight, mse_weight
@@ -154,6 +151,17 @@ class DistillationModule(pl.LightningModule):
         full = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
         full.update(state_dict)
         return super().load_state_dict(full, strict=strict, assign=assign)
+
+
+def check_loss_weights(ot_weight: object, mse_weight: object) -> None:
+    """The loss mix is two non-negative numbers, not both 0 (checked before any model loads)."""
+    for key, value in (("distill.ot_weight", ot_weight), ("distill.mse_weight", mse_weight)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r}: must be a number >= 0")
+        if not value >= 0:  # also NaN
+            raise ConfigError(f"{key}={value}: a loss weight must be >= 0")
+    if ot_weight == 0 and mse_weight == 0:
+        raise ConfigError("distill.ot_weight and distill.mse_weight are both 0: nothing to train (use distill=none)")
 
 
 def _plain(numpy_state: tuple) -> list:

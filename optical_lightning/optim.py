@@ -1,11 +1,16 @@
-"""Learning-rate schedule: linear warm-up then linear decay to zero (the BERT fine-tuning default)."""
+"""Optimisation: the learning-rate schedule (linear warm-up then linear decay to zero, the BERT
+fine-tuning default) and a dry run of the configured factories before any model loads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from optical_lightning.errors import ConfigError
+from optical_lightning.errors import ConfigError, OpticalError
 
 
 def linear_warmup_decay(optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:
@@ -21,3 +26,23 @@ def linear_warmup_decay(optimizer: Optimizer, total_steps: int, warmup_ratio: fl
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return LambdaLR(optimizer, factor)
+
+
+def check_factories(optimizer: Callable[..., Optimizer], scheduler: Callable[..., Any] | None, total_steps: int) -> None:
+    """Build the optimizer and scheduler once over a single dummy parameter: a negative lr or an
+    unknown setting fails here, in one line, instead of inside ``trainer.fit`` minutes later."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        built = optimizer(params=[param])
+    except OpticalError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"optim.optimizer: {' '.join(str(e).split())}") from e
+    if scheduler is None:
+        return
+    try:
+        scheduler(optimizer=built, total_steps=total_steps)
+    except OpticalError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"optim.scheduler: {' '.join(str(e).split())}") from e

@@ -1,4 +1,5 @@
-"""Results to experiment trackers: the final tables of a run go to every W&B logger.
+"""Results to experiment trackers: the final tables of a run go to every W&B logger, and the CSV
+log of a resumed run continues instead of starting over (:class:`ResumableCSVLogger`).
 
 Lightning loggers already receive the training curves; what they lack is the end-of-run
 evaluation, so :func:`publish` adds the full config, the flat metrics as the run summary, the
@@ -9,10 +10,14 @@ into the previous job's run.
 
 from __future__ import annotations
 
+import csv
+import os
 from collections.abc import Iterable
 from typing import Any
 
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from optical_lightning.summary import STAGES
 
@@ -45,3 +50,48 @@ def finish(loggers: Iterable[Logger]) -> None:
     for logger in _wandb_loggers(loggers):
         if logger._experiment is not None:  # never started a run: nothing to close
             logger.experiment.finish()
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger, except that an existing ``metrics.csv`` is continued, not deleted.
+
+    Lightning's writer removes the file it finds, so every resume lost the earlier attempt's rows.
+    Here the rows logged before ``resume_step`` (the step of the checkpoint the run resumes from)
+    are kept and new rows are appended; later rows are dropped, since the resumed run logs those
+    steps again. A fresh start (``resume_step=0``) begins an empty log.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_step = 0
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(self.log_dir, keep_before_step=self.resume_step)
+        return self._experiment
+
+
+class _ContinuingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, keep_before_step: int) -> None:
+        self.keep_before_step = keep_before_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's version deletes metrics.csv
+        path = self.metrics_file_path
+        if not os.path.isfile(path):
+            return
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header, rows = list(reader.fieldnames or []), list(reader)
+        kept = [r for r in rows if r.get("step") not in (None, "") and int(float(r["step"])) < self.keep_before_step]
+        if not kept:
+            os.remove(path)
+            return
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.metrics_keys = header  # new rows are appended under the same header (widened if keys are new)

@@ -1,33 +1,48 @@
 """The pipeline behind ``run.py``: config -> data -> encoders -> head -> evaluate -> fit -> evaluate -> results.
 
-Everything is built from the Hydra config with ``hydra.utils.instantiate``; the order is chosen to
-fail fast: config values, data files and evaluation sets are checked before any weights load.
+Everything is built from the Hydra config with :func:`~optical_lightning.config.build` (Hydra's
+``instantiate`` with one-line errors). The order is chosen to fail fast: the run directory, every
+config value, the data files, the evaluation sets, the trainer, its callbacks and loggers, the
+optimizer and the checkpoint to resume from are all checked before any weights load, and nothing in
+the run directory changes until they are.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
+from optical_lightning.config import build
 from optical_lightning.data.teacher_cache import TeacherTokenCache
-from optical_lightning.errors import ConfigError
+from optical_lightning.errors import ConfigError, RunInterrupted, require_int
 from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
-from optical_lightning.module import DistillationModule
+from optical_lightning.module import DistillationModule, check_loss_weights
+from optical_lightning.optim import check_factories
 from optical_lightning.resources import machine, peak_rss_mb, process_age_s, prompt_memory_return
+from optical_lightning.rundir import (
+    CONFIG,
+    RESULTS,
+    RunDir,
+    checkpoint_step,
+    clear_outputs,
+    newest_checkpoint,
+    plan_run_dir,
+)
 from optical_lightning.summary import flatten_results, print_summary
-from optical_lightning.tracking import finish, publish
+from optical_lightning.tracking import ResumableCSVLogger, finish, publish
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +50,53 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
-def _instantiate_list(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a dict-shaped group (callbacks, loggers)."""
+def _build_each(group: DictConfig | None, key: str) -> list[Any]:
+    """Build every ``_target_`` entry of a dict-shaped group (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+    return [build(c, f"{key}.{name}") for name, c in group.items() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def resume_path(ckpt_path: str | None, out_dir: Path) -> str | None:
-    """``auto``: continue from ``<run dir>/checkpoints/last.ckpt`` when an earlier attempt left one
-    (a killed or requeued run re-launched into the same folder), else start fresh. On SLURM,
-    Lightning's own ``hpc_ckpt_*.ckpt`` wins when no path is given. Other values go to Lightning."""
-    if ckpt_path != "auto":
-        return ckpt_path
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+def check_step_budget(trainer_cfg: DictConfig) -> int:
+    """The training length as Lightning will read it; a one-line error for one that trains nothing."""
+    max_steps, max_epochs = trainer_cfg.get("max_steps", -1), trainer_cfg.get("max_epochs")
+    require_int("trainer.max_steps", max_steps, minimum=-1)
+    require_int("trainer.max_epochs", max_epochs, minimum=1, allow_none=True)
+    if max_steps == 0:
+        raise ConfigError("trainer.max_steps=0: nothing to train; use distill=none to evaluate the untrained student")
+    if max_steps == -1 and max_epochs is None:
+        raise ConfigError("trainer.max_steps=-1 (no step limit) needs trainer.max_epochs=N")
+    return max_steps
+
+
+def resume_checkpoint(ckpt_path: str | None, state: RunDir) -> tuple[str | None, int]:
+    """(checkpoint to resume from, its step). ``auto``: the newest one an earlier attempt left in the run
+    directory (see :mod:`optical_lightning.rundir`), else a fresh start; ``null``: a fresh start; a path:
+    that checkpoint, checked to be readable before any model loads."""
+    if ckpt_path == "auto":
+        if state.checkpoint is None:
+            return None, 0
+        log.info("resuming from %s (step %d)", state.checkpoint, state.checkpoint_step)
+        return str(state.checkpoint), state.checkpoint_step
+    if ckpt_path is None:
+        return None, 0
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint; use ckpt_path=auto (the run directory's "
+                          f"newest) or null (start over)")
+    return str(path), checkpoint_step(path)
+
+
+def interrupted(exc: BaseException, trainer: pl.Trainer, out_dir: Path) -> RunInterrupted:
+    """The one-line message of a run stopped by Ctrl-C or SIGTERM: where its checkpoint is, how to resume."""
+    signum = signal.SIGTERM if isinstance(exc, SIGTERMException) else signal.SIGINT
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    ckpt, step = newest_checkpoint(out_dir)
+    if ckpt is None:
+        return RunInterrupted(f"stopped by {name} at step {trainer.global_step}, before any checkpoint was saved; "
+                              f"run the same command to start over", signum)
+    return RunInterrupted(f"stopped by {name}; a checkpoint of step {step} is in {ckpt.parent} - run the same "
+                          f"command with hydra.run.dir={out_dir} to resume (ckpt_path=auto)", signum)
 
 
 def _command_line_overrides() -> list[str] | None:
@@ -87,32 +131,65 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     # training (the other ranks are started by, or join, trainer.fit). After training all ranks
     # share the evaluation (see evaluation/distributed.py) and rank 0 writes the results.
     rank0 = rank_zero_only.rank == 0
-    if rank0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_language(cfg.lang.code)
 
-    # Cheap checks first: OT hyper-parameters, training files, evaluation sets.
+    # 1. The run directory: a complete run is not redone, an unfinished one resumes only with its own settings.
+    config = OmegaConf.to_container(cfg, resolve=True)
+    state = plan_run_dir(out_dir, config, rerun=bool(cfg.get("rerun", False)),
+                         allow_config_change=bool(cfg.get("allow_config_change", False)),
+                         resume=cfg.get("ckpt_path") == "auto")
+    if state.complete:
+        if rank0:
+            print(f"{out_dir} already holds this complete run ({RESULTS}); nothing to redo (add rerun=true to "
+                  f"run it again and replace its outputs)")
+            print_summary(state.results)
+        return state.results
+
+    # 2. Every setting, cheapest first, before any weights load.
     train_student = bool(cfg.distill.train)
     teacher_role = cfg.distill.get("teacher_role", "query")
     if teacher_role not in ("query", "passage"):
         raise ConfigError(f"distill.teacher_role={teacher_role!r}: use query or passage (the teacher's prefix for the English side)")
-    ot_head = instantiate(cfg.ot) if train_student and cfg.distill.ot_weight > 0 else None
-    datamodule = instantiate(cfg.data) if train_student else None
+    if train_student:
+        check_loss_weights(cfg.distill.ot_weight, cfg.distill.mse_weight)
+    ot_head = build(cfg.ot, "ot") if train_student and cfg.distill.ot_weight > 0 else None
+    datamodule = build(cfg.data, "data") if train_student else None
     if datamodule is not None:
         datamodule.setup("fit")
-    suite: EvalSuite = instantiate(cfg.eval)
+    suite: EvalSuite = build(cfg.eval, "eval")
     suite.load()
     if datamodule is not None and suite.sets:
         suite.add_validation_bitext(datamodule.val_pairs)
-    mcqa = instantiate(cfg.mcqa) if cfg.get("mcqa") else None
+    mcqa = build(cfg.mcqa, "mcqa") if cfg.get("mcqa") else None
     if mcqa is not None:
         mcqa.load()
+    loggers.extend(_build_each(cfg.get("logger"), "logger"))
+    trainer = optimizer = scheduler = None
+    ckpt, ckpt_step = None, 0
+    if train_student:
+        max_steps = check_step_budget(cfg.trainer)
+        trainer = build(cfg.trainer, "trainer", callbacks=_build_each(cfg.get("callbacks"), "callbacks"),
+                        logger=loggers or False)
+        optimizer, scheduler = build(cfg.optim.optimizer, "optim.optimizer"), build(cfg.optim.scheduler, "optim.scheduler")
+        check_factories(optimizer, scheduler, total_steps=max(1, max_steps))
+        ckpt, ckpt_step = resume_checkpoint(cfg.get("ckpt_path"), state)
+        for logger in loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.resume_step = ckpt_step  # keep the metrics an earlier attempt logged before the checkpoint
+    if state.changed:
+        log.warning("resuming %s with changed settings (allow_config_change=true): %s", out_dir,
+                    ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in state.changed.items()))
 
-    loggers.extend(_instantiate_list(cfg.get("logger")))
-    teacher = instantiate(cfg.teacher, frozen=True)
-    student = instantiate(cfg.student, target_dim=teacher.dim)
+    # 3. Every check passed: the run directory is this run's now.
+    if rank0:
+        if cfg.get("rerun", False):
+            clear_outputs(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+
+    teacher = build(cfg.teacher, "teacher", frozen=True)
+    student = build(cfg.student, "student", target_dim=teacher.dim)
     timing: dict[str, float] = {"load_s": time.time() - started}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -137,13 +214,8 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         evaluate(student, "zero_shot")
 
     training: dict[str, float] = {}
-    trainer = None
     teacher_counts: dict[str, int] | None = None
     if train_student:
-        trainer = instantiate(
-            cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")),
-            logger=loggers or False,
-        )
         teacher_cache = None
         if datamodule.teacher_cache:
             t0 = time.time()
@@ -159,11 +231,16 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
                                              teacher_cache=teacher_cache, teacher_role=teacher_role)
         module = DistillationModule(
             student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
-            optimizer=instantiate(cfg.optim.optimizer), scheduler=instantiate(cfg.optim.scheduler),
+            optimizer=optimizer, scheduler=scheduler,
         )
         t0 = time.time()
         with prompt_memory_return():  # keeps training's peak RSS near what its tensors use
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("ckpt_path"), out_dir))
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+            except SystemExit as e:  # Lightning exits after Ctrl-C (status 1) and SIGTERM (status 0)
+                if isinstance(e, SIGTERMException) or trainer.interrupted:
+                    raise interrupted(e, trainer, out_dir) from None
+                raise
             timing["fit_s"] = time.time() - t0
             training = {k: float(v) for k, v in trainer.callback_metrics.items()}
             if datamodule.val_prefixes:  # the final student's held-out losses, whatever the step budget was
@@ -186,7 +263,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             # `make bench` reports the latest default run (no overrides), cold and warm cache, from this record
             "run": {"overrides": overrides, "default": overrides == [], "cache": _cache_state(suite, teacher_counts),
                     "machine": machine()},
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": config,
             "metrics": metrics,
             "training": training,
             "data": datamodule.summary() if datamodule else {},
@@ -197,6 +274,9 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
                             "strategy": type(trainer.strategy).__name__ if trainer else None},
             "student_dir": str(out_dir / "student") if cfg.get("save_student", True) else None,
         }
+        if ckpt is not None:  # this attempt continued an earlier one
+            results["resumed"] = {"checkpoint": ckpt, "step": ckpt_step,
+                                  "changed": {k: list(v) for k, v in state.changed.items()}}
         results["flat"] = flatten_results(results)
         if suite.per_query:
             atomic_write_json(out_dir / "per_query.json", suite.per_query)

@@ -37,6 +37,13 @@ def run_cli(*overrides: str, cwd: Path, multirun: bool = False, timeout: int = 3
     return subprocess.run(cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Tests never reach the Hugging Face hub (a lookup without network retries for most of a minute)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
 TINY_MODELS = ("teacher=tiny", "student=tiny", "callbacks=none", "logger=csv", "trainer.enable_progress_bar=false")
 TINY = (*TINY_MODELS, "eval=none")
 
