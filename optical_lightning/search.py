@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from optical_lightning.atomic import atomic_write_text
-from optical_lightning.errors import DataError, ModelLoadError, OpticalError, user_error
+from optical_lightning.errors import DataError, ModelLoadError, OpticalError, require_int, user_error
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import file_key, read_docs, read_qrels, read_queries
-from optical_lightning.evaluation.metrics import DEFAULT_METRICS, evaluate_run
+from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run, parse_metrics
 from optical_lightning.evaluation.scoring import Run, maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder, load_encoder
 
@@ -35,9 +35,10 @@ def load_models(run_dir: str | None, query_model: str | None, doc_model: str | N
         if not (run / "student").is_dir() or not (run / "config.yaml").is_file():
             raise ModelLoadError(f"{run} is not a complete run directory (needs student/ and config.yaml); "
                                  f"pass the directory printed at the end of `python run.py`")
-    queries = load_encoder(query_model) if query_model else Encoder.from_pretrained(Path(run_dir) / "student")
+    queries = load_encoder(query_model, setting="--query-model") if query_model else \
+        Encoder.from_pretrained(Path(run_dir) / "student")
     if doc_model:
-        docs = load_encoder(doc_model, frozen=True)
+        docs = load_encoder(doc_model, frozen=True, setting="--doc-model")
     else:
         cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
         docs = instantiate(cfg.teacher, frozen=True)
@@ -51,10 +52,30 @@ def write_trec(run: Run, path: str | Path, tag: str) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def judged_queries(qrels: dict[str, dict[str, int]], queries: dict[str, str], path: str) -> dict[str, dict[str, int]]:
+    """The judgements of the queries that are searched; the others are left out of the metrics, with a
+    warning, instead of counting as failed searches."""
+    unknown = [q for q in qrels if q not in queries]
+    if len(unknown) == len(qrels):
+        raise DataError(f"{path}: none of its {len(qrels)} query ids is in the queries file (e.g. {unknown[0]!r}); "
+                        f"are --qrels and --queries from the same set?")
+    if unknown:
+        print(f"warning: {len(unknown)} of {len(qrels)} queries judged in {path} are not in the queries file "
+              f"(e.g. {unknown[0]!r}); the metrics leave them out", file=sys.stderr)
+    return {q: docs for q, docs in qrels.items() if q in queries}
+
+
 def search(args: argparse.Namespace, console: Console) -> dict[str, float] | None:
+    # every argument is checked before the files are encoded (minutes) and before the run file is written
+    if args.qrels:
+        parse_metrics(args.metrics)
+        check_depth("--k", args.k, args.metrics)
+    else:
+        require_int("--k", args.k, minimum=1)
+    require_int("--batch-size", args.batch_size, minimum=1)
     queries = read_queries(Path(args.queries))
     docs = read_docs(Path(args.docs))
-    qrels = read_qrels(Path(args.qrels)) if args.qrels else None
+    qrels = judged_queries(read_qrels(Path(args.qrels)), queries, args.qrels) if args.qrels else None
     if not queries or not docs:
         raise DataError(f"nothing to search: {len(queries)} queries in {args.queries}, {len(docs)} documents in {args.docs}")
     q_enc, d_enc = load_models(args.run_dir, args.query_model, args.doc_model)

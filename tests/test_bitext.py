@@ -124,3 +124,62 @@ def test_number_agreement_flags_rows_shifted_by_one(tmp_path):
     bad = number_agreement(read_bitext(_write_bitext(tmp_path / "bad.tsv", shifted), "so"))
     assert (ok.pairs, ok.with_numbers, ok.own, ok.next, ok.previous) == (11, 10, 1.0, 0.0, 0.0)
     assert (bad.own, bad.next, bad.previous) == (0.5, 0.4, 0.0)  # row 9's target (row 10's text) has no number
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_column(tmp_path):
+    path = tmp_path / "excel.tsv"  # what a spreadsheet's "UTF-8 CSV" export writes: a BOM glued to 'en'
+    path.write_bytes(b"\xef\xbb\xbf" + b"en\tsw\nWater\tMaji\n")
+    assert [(p.en, p.tgt) for p in read_bitext(path, "sw")] == [("Water", "Maji")]
+
+
+def test_a_header_without_rows_and_a_folder_say_what_they_are(tmp_path):
+    for name, text in (("empty.tsv", ""), ("blank.tsv", "\n\n"), ("empty.jsonl", "\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=rf"{name}: (empty file|no rows)") as e:
+            read_bitext(tmp_path / name, "sw")
+        assert "min_chars" not in str(e.value)
+    header = tmp_path / "header.tsv"
+    header.write_text("id\ten\tsw\n")
+    with pytest.raises(DataError, match=r"header\.tsv: a header and no rows"):
+        read_bitext(header, "sw")
+    with pytest.raises(DataError, match=r"is a folder, not a bitext file \(it holds blank\.tsv, empty\.jsonl"):
+        read_bitext(tmp_path, "sw")
+
+
+def test_a_language_make_data_does_not_build_lists_those_it_does(tmp_path):
+    for lang in ("sw", "so"):
+        (tmp_path / "bitext" / lang).mkdir(parents=True)
+        (tmp_path / "bitext" / lang / "train.tsv").write_text(f"id\ten\t{lang}\n1\ta\tb\n")
+    with pytest.raises(DataError, match=r"no ha bitext: .* `make data` builds train\.tsv only for so, sw; "
+                                        r"point data\.train=PATH at a TSV with columns 'id, en, ha'"):
+        read_bitext(tmp_path / "bitext" / "ha" / "train.tsv", "ha")
+
+
+def test_untranslated_rows_are_counted_and_warned_about(tmp_path, caplog):
+    path = tmp_path / "copied.tsv"
+    rows = [p for p in read_bitext(SW_BITEXT, "sw")]
+    path.write_text("id\ten\tsw\n" + "".join(f"{p.id}\t{p.en}\t{p.en if i % 2 else p.tgt}\n" for i, p in enumerate(rows)))
+    dm = BitextDataModule(str(path), "sw", val_size=0)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert dm.stats.identical == 100
+    assert "100 of 200 pairs" in caplog.text and "same text in en and sw" in caplog.text
+
+
+def test_a_held_out_count_larger_than_the_data_keeps_half_for_training(caplog):
+    dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=256)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert (len(dm.train_pairs), len(dm.val_pairs)) == (100, 100)
+    assert "data.val_size=256 of only 200 pairs" in caplog.text
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"batch_size": "abc"}, r"data\.batch_size='abc': must be an integer >= 1"),
+    ({"max_pairs": 0}, r"data\.max_pairs=0: must be >= 2"),
+    ({"val_size": -5}, r"data\.val_size=-5: must be >= 0"),
+    ({"val_size": 1.5}, r"data\.val_size=1\.5: a share must lie in \[0, 1\)"),
+])
+def test_impossible_data_settings_name_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        BitextDataModule(str(SW_BITEXT), "sw", **kwargs)

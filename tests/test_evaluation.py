@@ -128,3 +128,28 @@ def test_malformed_qrels_are_reported(tmp_path):
     (tmp_path / "qrels.tsv").write_text("qid\tdocid\trelevance\nq1\td7\t1\n")
     with pytest.raises(DataError, match="no query has a relevant document"):
         load_retrieval_dir(tmp_path)
+
+
+def test_a_single_value_for_a_list_setting_is_a_one_element_list():
+    suite = EvalSuite(str(EVAL), "sw", "afriqa", scoring="maxsim", metrics="nDCG@10")  # eval.sets=afriqa ...
+    assert (suite.set_names, suite.scoring, suite.metrics) == (["afriqa"], ["maxsim"], ["nDCG@10"])
+    assert set(suite.load()) == {"afriqa-sw-en"}
+
+
+def test_when_no_requested_set_exists_the_error_lists_those_that_do():
+    with pytest.raises(DataError, match=r"none of the evaluation sets \['nonexistent'\] exists for lang=sw .*"
+                                        r"the sets for sw are: afriqa, tico19-test") as e:
+        EvalSuite(str(EVAL), "sw", ["nonexistent"]).load()
+    assert "make data" not in str(e.value)  # it cannot build a set nobody ships
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"top_k": 0}, r"eval\.top_k=0: must be >= 1"),
+    ({"top_k": 10}, r"eval\.top_k=10 retrieves fewer documents than the metrics need \(100 for R@100\)"),
+    ({"max_queries": 0}, r"eval\.max_queries=0: must be >= 1 \(or null\)"),
+    ({"max_queries": -1}, r"eval\.max_queries=-1: must be >= 1"),
+    ({"batch_size": "big"}, r"eval\.batch_size='big': must be an integer"),
+])
+def test_values_that_would_give_empty_or_zero_metrics_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        EvalSuite(str(EVAL), "sw", ["afriqa"], **kwargs)

@@ -126,6 +126,23 @@ def test_malformed_rows_name_the_line(tmp_path, row, message):
         read_mcqa(path)
 
 
+@pytest.mark.parametrize("answer,index", [(0, 0), ("0", 0), (3, 3), ("b", 1), (" C ", 2)])
+def test_an_answer_index_is_an_answer_and_0_is_not_missing(tmp_path, answer, index):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": "x", "option_a": "0", "option_b": "1", "option_c": "2", "option_d": "3",
+                                "answer": answer}) + "\n")
+    (q,) = read_mcqa(path)
+    assert q.answer == index and q.choices[0] == "0"  # a choice "0" is text, not a missing option
+
+
+def test_an_answer_that_is_two_letters_is_refused(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": "x", "option_a": "a", "option_b": "b", "option_c": "c", "option_d": "d",
+                                "answer": "AB"}) + "\n")
+    with pytest.raises(DataError, match=r"answer 'AB' is not one of A, B, C, D"):
+        read_mcqa(path)
+
+
 def test_missing_file_and_bad_mode_name_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"multiple-choice file not found: .*make data"):
         read_mcqa(tmp_path / "absent.jsonl")

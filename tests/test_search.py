@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import pytest
 from conftest import FIXTURES, ROOT, SW_BITEXT, TINY, cli_env, run_cli
 
 from optical_lightning.models.tiny import tiny_encoder
+from optical_lightning.search import main as search_main
 
 AFRIQA = FIXTURES / "eval" / "retrieval" / "afriqa-sw-en"
 
@@ -23,7 +26,7 @@ def test_search_with_explicit_models_writes_trec_and_metrics(tmp_path):
     out = tmp_path / "run.trec"
     proc = search("--query-model", tmp_path / "q", "--doc-model", tmp_path / "d", "--queries", AFRIQA / "queries.tsv",
                   "--docs", AFRIQA / "docs.tsv", "--qrels", AFRIQA / "qrels.tsv", "--out", out, "--k", 10,
-                  "--scoring", "maxsim", cwd=tmp_path)
+                  "--metrics", "nDCG@10", "RR@10", "--scoring", "maxsim", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = out.read_text().splitlines()
     assert len(lines) == 20 * 10
@@ -52,3 +55,42 @@ def test_search_errors_are_one_line_and_write_nothing(tmp_path):
                   AFRIQA / "docs.tsv", "--out", out, cwd=tmp_path)
     assert proc.returncode == 2 and "evaluation file not found" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def models(tmp_path):
+    tiny_encoder(seed=1).save_pretrained(tmp_path / "q")
+    tiny_encoder(seed=0).save_pretrained(tmp_path / "d")
+    return ["--query-model", str(tmp_path / "q"), "--doc-model", str(tmp_path / "d")]
+
+
+def afriqa_args(out):
+    return ["--queries", str(AFRIQA / "queries.tsv"), "--docs", str(AFRIQA / "docs.tsv"), "--out", str(out)]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--k", "0"], r"error: --k=0: must be >= 1"),
+    (["--k", "-3"], r"error: --k=-3: must be >= 1"),
+    (["--k", "10", "--qrels", str(AFRIQA / "qrels.tsv")], r"error: --k=10 retrieves fewer documents than the metrics need"),
+    (["--metrics", "foo", "--qrels", str(AFRIQA / "qrels.tsv")], r"error: unknown metric in \['foo'\]"),
+])
+def test_bad_arguments_fail_before_any_model_loads_or_file_is_written(tmp_path, capsys, extra, message):
+    out = tmp_path / "run.trec"
+    absent = ["--query-model", str(tmp_path / "absent-q"), "--doc-model", str(tmp_path / "absent-d")]
+    assert search_main([*absent, *afriqa_args(out), *extra]) == 2  # the models do not exist: never reached
+    err = capsys.readouterr().err.strip()
+    assert re.match(message, err) and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_judgements_of_queries_that_are_not_searched_are_left_out_with_a_warning(tmp_path, capsys):
+    args = [*models(tmp_path), *afriqa_args(tmp_path / "run.trec"), "--metrics", "R@100", "RR@10"]
+    assert search_main([*args, "--qrels", str(AFRIQA / "qrels.tsv")]) == 0
+    clean = capsys.readouterr()
+    diluted = tmp_path / "qrels.tsv"  # as many judgements again, for queries the queries file does not have
+    lines = (AFRIQA / "qrels.tsv").read_text().splitlines()
+    diluted.write_text("\n".join([*lines, *(f"ghost-{i}\tswa-test-0\t1" for i in range(len(lines) - 1))]) + "\n")
+    assert search_main([*args, "--qrels", str(diluted)]) == 0
+    both = capsys.readouterr()
+    assert "warning: 20 of 40 queries judged in" in both.err and "the metrics leave them out" in both.err
+    assert both.out.splitlines()[-6:] == clean.out.splitlines()[-6:]  # the same metrics table, R@100 not halved
+    assert "R@100" in clean.out and "1.0000" in clean.out

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from optical_lightning.errors import DataError
-from optical_lightning.textfiles import jsonl_rows, split_lines
+from optical_lightning.textfiles import jsonl_rows, read_lines
 
 
 @dataclass(frozen=True)
@@ -44,37 +44,46 @@ class BitextStats:
     too_short: int = 0
     too_long: int = 0
     kept: int = 0
+    identical: int = 0  # kept pairs whose two sides are the same text (normalised)
     per_source: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _missing(path: Path) -> DataError:
-    return DataError(
-        f"bitext file not found: {path} - build it with `make data`, or point data.train=PATH "
-        f"at a TSV with columns 'id, en, <lang>'"
-    )
+BITEXT_SUFFIXES = (".tsv", ".txt", ".jsonl", ".json")
+
+
+def missing_bitext(path: Path, lang: str) -> DataError:
+    """Why ``path`` cannot be read as bitext, and what to give instead."""
+    fix = f"point data.train=PATH at a TSV with columns 'id, en, {lang}'"
+    if path.is_dir():
+        files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in BITEXT_SUFFIXES)[:5]
+        inside = f" (it holds {', '.join(files)})" if files else ""
+        return DataError(f"{path} is a folder, not a bitext file{inside}; name a TSV or JSONL file: {fix}")
+    # `make data` writes data/bitext/<lang>/<file>: say which languages it built
+    root = path.parent.parent
+    built = sorted(p.parent.name for p in root.glob(f"*/{path.name}")) if path.parent.name == lang and root.is_dir() else []
+    if built:
+        return DataError(f"no {lang} bitext: {path} does not exist, and `make data` builds {path.name} only for "
+                         f"{', '.join(built)}; {fix}")
+    return DataError(f"bitext file not found: {path} - build it with `make data`, or {fix}")
 
 
 def read_bitext(path: str | Path, lang: str) -> list[BitextPair]:
     """Read every row of a bitext file (no cleaning); raise :class:`DataError` on malformed input."""
     path = Path(path)
     if not path.is_file():
-        raise _missing(path)
+        raise missing_bitext(path, lang)
     suffix = path.suffix.lower()
-    try:
-        with path.open(encoding="utf-8") as f:
-            lines = split_lines(f.read())
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-encode it as UTF-8") from e
+    lines = read_lines(path)
     if suffix in {".jsonl", ".json"}:
         return _read_jsonl(path, lines, lang)
     return _read_tsv(path, lines, lang)
 
 
 def _read_tsv(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
-    if not lines:
+    if not any(line.strip() for line in lines):
         raise DataError(f"{path}: empty file; expected a header line 'id<TAB>en<TAB>{lang}' and rows")
     header = [h.strip() for h in lines[0].split("\t")]
     missing = [c for c in ("en", lang) if c not in header]
@@ -99,6 +108,8 @@ def _read_tsv(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
         row_id = cols[i_id] if i_id is not None else f"{path.stem}:{lineno}"
         source = f"{path.name}:{cols[i_src]}" if i_src is not None else path.name
         pairs.append(BitextPair(row_id, cols[i_en], cols[i_tgt], source))
+    if not pairs:
+        raise DataError(f"{path}: a header and no rows; add tab-separated rows 'id, en, {lang}' below it")
     return pairs
 
 
@@ -108,6 +119,8 @@ def _read_jsonl(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
         if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("en", lang)):
             raise DataError(f"{path} line {lineno}: expected an object with string fields 'en' and '{lang}'")
         pairs.append(BitextPair(str(obj.get("id", f"{path.stem}:{lineno}")), obj["en"], obj[lang], path.name))
+    if not pairs:
+        raise DataError(f"{path}: no rows; expected one JSON object per line with string fields 'en' and '{lang}'")
     return pairs
 
 
@@ -150,6 +163,7 @@ def clean_pairs(
                 continue
             seen.add(key)
         kept.append(BitextPair(p.id, en, tgt, p.source))
+        stats.identical += normalize_text(en) == normalize_text(tgt)
         stats.per_source[p.source] = stats.per_source.get(p.source, 0) + 1
     stats.kept = len(kept)
     return kept

@@ -13,6 +13,7 @@ so this module knows nothing about models and can be reused for any encoder pair
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,12 @@ from optical_lightning.data.bitext import (
     split_pairs,
 )
 from optical_lightning.data.mixing import MixtureSampler, check_mixture
-from optical_lightning.errors import ConfigError, DataError
+from optical_lightning.errors import ConfigError, DataError, require_int
 from optical_lightning.languages import check_language
+
+log = logging.getLogger(__name__)
+# more pairs than this share with the same text on both sides: the target column is probably English
+IDENTICAL_WARNING_SHARE = 0.1
 
 
 class BitextDataModule(pl.LightningDataModule):
@@ -82,8 +87,14 @@ class BitextDataModule(pl.LightningDataModule):
         collate_fn: Callable[[list[BitextPair]], Any] | None = None,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size}: must be a positive integer")
+        require_int("data.batch_size", batch_size, minimum=1)
+        require_int("data.num_workers", num_workers, minimum=0)
+        require_int("data.min_chars", min_chars, minimum=0)
+        require_int("data.max_chars", max_chars, minimum=1)
+        require_int("data.max_pairs", max_pairs, minimum=2, allow_none=True)  # one for training, one held out
+        require_int("domain.epoch_size", epoch_size, minimum=1, allow_none=True)
+        check_split_size("data.val_size", val_size)
+        check_split_size("domain.val_size", domain_val_size)
         if min_chars > max_chars:
             raise ConfigError(f"data.min_chars={min_chars} > data.max_chars={max_chars}: no pair can pass")
         self.paths = [Path(p) for p in ([train] if isinstance(train, (str, Path)) else train)]
@@ -97,8 +108,6 @@ class BitextDataModule(pl.LightningDataModule):
                                                 else (domain_files or []))]
         self.domain_sources = set(domain_sources) if domain_sources else None
         check_mixture(domain_ratio, schedule, n_domain=1 if self.domain_paths else 0)
-        if epoch_size is not None and epoch_size < 1:
-            raise ConfigError(f"domain.epoch_size={epoch_size}: must be a positive integer or null")
         self.domain_ratio, self.schedule, self.epoch_size = float(domain_ratio), schedule, epoch_size
         self.domain_val_size = domain_val_size
         self.teacher_cache, self.teacher_cache_dir = teacher_cache, teacher_cache_dir
@@ -121,16 +130,22 @@ class BitextDataModule(pl.LightningDataModule):
         pairs = clean_pairs(rows, min_chars=self.min_chars, max_chars=self.max_chars, dedup=self.dedup, stats=self.stats)
         if not pairs:
             s = self.stats
+            fix = ("relax data.min_chars/data.max_chars" if s.too_short or s.too_long else
+                   "every row is empty or a duplicate: check the file" if s.read else
+                   "every row belongs to the domain (domain.files/domain.sources): give general bitext")
             raise DataError(
                 f"no training pairs left in {', '.join(map(str, self.paths))} after filtering "
                 f"({s.read} read: {s.empty} empty, {s.duplicates} duplicate, {s.too_short} too short, "
-                f"{s.too_long} too long); check the file or relax data.min_chars/data.max_chars"
+                f"{s.too_long} too long); {fix}"
             )
+        _warn_identical(self.stats, self.paths, self.lang)
         if self.max_pairs is not None and len(pairs) > self.max_pairs:
             pairs, _ = split_pairs(pairs, len(pairs) - self.max_pairs, self.seed)
-        self.train_pairs, self.val_pairs = split_pairs(pairs, self.val_size, self.seed)
+        self.train_pairs, self.val_pairs = split_pairs(pairs, _held_out(self.val_size, len(pairs), "data.val_size"),
+                                                       self.seed)
         if domain:
-            self.domain_pairs, self.domain_val_pairs = split_pairs(domain, self.domain_val_size, self.seed)
+            self.domain_pairs, self.domain_val_pairs = split_pairs(
+                domain, _held_out(self.domain_val_size, len(domain), "domain.val_size"), self.seed)
 
     def _is_domain_source(self, pair: BitextPair) -> bool:
         # `make data` files tag rows "<file>:<source>"; user files are tagged with their file name.
@@ -238,3 +253,27 @@ class BitextDataModule(pl.LightningDataModule):
                                                      "val_pairs": len(self.domain_val_pairs),
                                                      "ratio": self.domain_ratio, "schedule": self.schedule},
         }
+
+
+def check_split_size(key: str, size: object) -> None:
+    """A held-out size is a count (int >= 0) or a share (float in [0, 1))."""
+    if isinstance(size, float) and 0.0 <= size < 1.0:
+        return
+    if isinstance(size, float):
+        raise ConfigError(f"{key}={size}: a share must lie in [0, 1) (or give a count of pairs)")
+    require_int(key, size, minimum=0)
+
+
+def _held_out(size: float | int, n: int, key: str) -> float | int:
+    """A held-out count that leaves at least half of the ``n`` pairs for training (with a warning when
+    it had to be cut: 256 held out of 200 pairs would train on one)."""
+    if isinstance(size, float) or size <= n // 2:
+        return size
+    log.warning("%s=%d of only %d pairs: holding out %d (half) instead", key, size, n, n // 2)
+    return n // 2
+
+
+def _warn_identical(stats: BitextStats, paths: Sequence[Path], lang: str) -> None:
+    if stats.identical > IDENTICAL_WARNING_SHARE * max(1, stats.kept):
+        log.warning("%d of %d pairs in %s have the same text in en and %s (untranslated rows, or a %s column that "
+                    "holds English?)", stats.identical, stats.kept, ", ".join(map(str, paths)), lang, lang)

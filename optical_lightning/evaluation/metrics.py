@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ir_measures
 
-from optical_lightning.errors import ConfigError
+from optical_lightning.errors import ConfigError, require_int
 
 DEFAULT_METRICS = ("nDCG@10", "RR@10", "R@100", "P@1")
 
@@ -18,6 +18,21 @@ def parse_metrics(names: list[str] | tuple[str, ...]) -> list:
         return [ir_measures.parse_measure(n) for n in names]
     except Exception as e:  # ir-measures raises several types for unparsable strings
         raise ConfigError(f"unknown metric in {list(names)}: use ir-measures names such as nDCG@10, RR@10, R@100") from e
+
+
+def deepest_cutoff(names: list[str] | tuple[str, ...]) -> int:
+    """The largest ``@k`` among the metrics (1 when none has one): the depth a search must return."""
+    return max([int(m.params.get("cutoff") or 1) for m in parse_metrics(names)] or [1])
+
+
+def check_depth(key: str, k: object, names: list[str] | tuple[str, ...]) -> int:
+    """``k`` (documents retrieved per query) as a positive integer that reaches every metric's cutoff."""
+    require_int(key, k, minimum=1)
+    depth = deepest_cutoff(names)
+    if k < depth:
+        raise ConfigError(f"{key}={k} retrieves fewer documents than the metrics need ({depth} for "
+                          f"{', '.join(n for n in names if f'@{depth}' in n)}); set {key}={depth} or more, or leave that metric out")
+    return k
 
 
 def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]],

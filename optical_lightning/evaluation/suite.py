@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from optical_lightning.data.bitext import BitextPair
-from optical_lightning.errors import ConfigError, DataError
+from optical_lightning.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import (
     RetrievalSet,
@@ -30,7 +30,7 @@ from optical_lightning.evaluation.datasets import (
     translation_set,
 )
 from optical_lightning.evaluation.distributed import encode_shared
-from optical_lightning.evaluation.metrics import DEFAULT_METRICS, evaluate_run, parse_metrics
+from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run, parse_metrics
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.precision import inference_dtype
@@ -59,10 +59,14 @@ class EvalSuite:
         precision: str = "auto",
         faiss: bool = False,
     ) -> None:
+        sets, scoring, metrics = as_list(sets), as_list(scoring), as_list(metrics)  # eval.sets=udhr is [udhr]
         bad = [s for s in scoring if s not in SCORINGS]
         if bad:
             raise ConfigError(f"eval.scoring={list(scoring)}: unknown {bad}; choose from {list(SCORINGS)}")
         parse_metrics(list(metrics))
+        check_depth("eval.top_k", top_k, metrics)
+        require_int("eval.max_queries", max_queries, minimum=1, allow_none=True)
+        require_int("eval.batch_size", batch_size, minimum=1)
         inference_dtype(precision)  # fail fast on a typo
         self.precision, self.faiss = precision, faiss
         self.data_dir, self.lang = Path(data_dir), lang
@@ -74,8 +78,30 @@ class EvalSuite:
         self.skipped: dict[str, str] = {}
         self.per_query: dict[str, dict[str, dict[str, float]]] = {}
 
+    def available(self) -> dict[str, list[str]]:
+        """Set name -> the languages it exists for under ``data_dir``."""
+        found: dict[str, set[str]] = {}
+        for folder in (self.data_dir / "retrieval").glob("*-*-en"):
+            name, lang = folder.name[: -len("-en")].rsplit("-", 1)
+            found.setdefault(name, set()).add(lang)
+        for path in (self.data_dir / "translation").glob("*/*.tsv"):
+            found.setdefault(path.stem, set()).add(path.parent.name)
+        return {name: sorted(langs) for name, langs in sorted(found.items())}
+
     def load(self) -> dict[str, RetrievalSet]:
-        """Read every configured set present for the language (cheap; done before models load)."""
+        """Read every configured set present for the language (cheap; done before models load).
+
+        A missing set is skipped with a log line (AfriQA has no Somali), with a warning when it exists
+        for no language at all (a typo?); when none is left, the error lists the sets there are.
+        """
+        available = self.available()
+        if self.set_names and not available:
+            raise DataError(f"no evaluation sets under {self.data_dir}: run `make data` to build them, point "
+                            f"eval.data_dir at them, or set eval.sets=[] to train without evaluation")
+        unknown = [n for n in self.set_names if n not in available]
+        if unknown:
+            log.warning("eval.sets: %s exist(s) for no language under %s (sets there: %s)", unknown, self.data_dir,
+                        ", ".join(available))
         for name in self.set_names:
             if name in RETRIEVAL_DIRS:
                 path = self.data_dir / "retrieval" / f"{name}-{self.lang}-en"
@@ -90,8 +116,10 @@ class EvalSuite:
             rs = loader().subsample_queries(self.max_queries, self.seed)
             self.sets[rs.name] = rs
         if self.set_names and not self.sets:
-            raise DataError(f"none of the evaluation sets {self.set_names} exists under {self.data_dir} for "
-                            f"lang={self.lang}: run `make data`, or set eval.sets=[] to train without evaluation")
+            here = [n for n, langs in available.items() if self.lang in langs]
+            raise DataError(f"none of the evaluation sets {self.set_names} exists for lang={self.lang} under "
+                            f"{self.data_dir}; the sets for {self.lang} are: {', '.join(here) or 'none'} (set eval.sets "
+                            f"to some of them, or eval.sets=[] to train without evaluation)")
         return self.sets
 
     def add_validation_bitext(self, pairs: list[BitextPair]) -> None:

