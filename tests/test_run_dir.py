@@ -155,7 +155,10 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "run.py"), *CHECKPOINTED, "trainer.max_steps=2000", f"paths.root_dir={tmp_path}",
            f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (CI under nohup, `make test &`) ignores SIGINT, and Python keeps an inherited
+    # SIG_IGN: give the run the disposition a terminal's Ctrl-C meets
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start = time.time()
     while not (run_dir / "checkpoints" / "last.ckpt").exists():
         assert proc.poll() is None and time.time() - start < 240, proc.stderr.read()[-3000:] if proc.stderr else ""
