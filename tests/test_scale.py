@@ -93,6 +93,7 @@ def test_a_run_killed_by_sigterm_resumes_to_the_same_result(tmp_path):
         assert got["flat"][key] == pytest.approx(value, abs=1e-4), key
 
 
+@pytest.mark.slow  # 65-80 s on 2 cores: submitit starts a process per job (make test-full)
 def test_submitit_local_launcher_runs_the_sweep(tmp_path):
     proc = run_cli(*TINY_MODELS, "eval.sets=[]", f"data.train={SW_BITEXT}", "trainer.max_steps=2",
                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=1,2",
