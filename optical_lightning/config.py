@@ -58,10 +58,10 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
-        raise explain(e, key, node) from e
+        raise explain(e, key) from e
 
 
-def explain(exc: InstantiationException, key: str, node: DictConfig) -> OpticalError:
+def explain(exc: InstantiationException, key: str) -> OpticalError:
     """The one-line error behind a failed ``instantiate`` of the setting ``key``."""
     if (ours := user_error(exc)) is not None:  # our constructors already say what to fix
         return ours
@@ -78,17 +78,15 @@ def explain(exc: InstantiationException, key: str, node: DictConfig) -> OpticalE
         return ConfigError(f"{key}: {' '.join(str(root).split())}")
     unknown = re.search(r"unexpected keyword argument '(\w+)'", str(root))
     if isinstance(root, TypeError) and unknown:
-        return ConfigError(_unknown_setting(key, unknown.group(1), _target_of(node, key)))
+        return ConfigError(_unknown_setting(key, unknown.group(1), _failed_target(exc)))
     return ConfigError(f"{key}: {type(root).__name__}: {' '.join(str(root).split())}")
 
 
-def _target_of(node: DictConfig, key: str) -> Any:
-    sub = node
-    for part in key.split(".")[1:]:  # a nested key of a group (callbacks.plan_figure)
-        sub = sub.get(part, sub) if isinstance(sub, DictConfig) else sub
-    target = sub.get("_target_") if isinstance(sub, DictConfig) else None
+def _failed_target(exc: InstantiationException) -> Any:
+    """The callable whose call failed, as Hydra names it ("Error in call to target 'x.y.Z'")."""
+    named = re.search(r"Error in call to target '([^']+)'", str(exc))
     try:
-        return get_object(target) if target else None
+        return get_object(named.group(1)) if named else None
     except Exception:  # noqa: BLE001 - only used to list the settings in a message
         return None
 

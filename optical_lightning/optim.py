@@ -31,18 +31,15 @@ def linear_warmup_decay(optimizer: Optimizer, total_steps: int, warmup_ratio: fl
 def check_factories(optimizer: Callable[..., Optimizer], scheduler: Callable[..., Any] | None, total_steps: int) -> None:
     """Build the optimizer and scheduler once over a single dummy parameter: a negative lr or an
     unknown setting fails here, in one line, instead of inside ``trainer.fit`` minutes later."""
-    param = torch.nn.Parameter(torch.zeros(1))
+    built = _dry_run("optim.optimizer", optimizer, params=[torch.nn.Parameter(torch.zeros(1))])
+    if scheduler is not None:
+        _dry_run("optim.scheduler", scheduler, optimizer=built, total_steps=total_steps)
+
+
+def _dry_run(key: str, factory: Callable[..., Any], **kwargs: Any) -> Any:
     try:
-        built = optimizer(params=[param])
+        return factory(**kwargs)
     except OpticalError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"optim.optimizer: {' '.join(str(e).split())}") from e
-    if scheduler is None:
-        return
-    try:
-        scheduler(optimizer=built, total_steps=total_steps)
-    except OpticalError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"optim.scheduler: {' '.join(str(e).split())}") from e
+        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from e

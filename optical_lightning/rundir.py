@@ -39,8 +39,8 @@ OUTPUTS = (RESULTS, "per_query.json", "mcqa.json", "student", "plots", "csv", "c
 BOOKKEEPING = ("paths", "logger", "ckpt_path", "keep_checkpoints", "rerun", "allow_config_change", "tags", "task_name",
                "optimized_metric", "trainer.enable_progress_bar")
 # Settings that may change between the attempts of one training: they do not change its steps.
-NOT_TRAINING = (*BOOKKEEPING, "eval", "mcqa", "logger", "callbacks", "save_student", "report",
-                "trainer.log_every_n_steps", "data.num_workers", "data.teacher_cache", "data.teacher_cache_dir")
+NOT_TRAINING = (*BOOKKEEPING, "eval", "mcqa", "callbacks", "save_student", "report", "trainer.log_every_n_steps",
+                "data.num_workers", "data.teacher_cache")
 
 
 @dataclass
@@ -49,7 +49,6 @@ class RunDir:
 
     path: Path
     results: dict[str, Any] | None = None  # results.json of a complete run
-    saved_config: dict[str, Any] | None = None  # config.yaml of the latest attempt
     checkpoint: Path | None = None  # the newest resumable checkpoint
     checkpoint_step: int = 0
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # resumed with these changes (key: old, new)
@@ -157,8 +156,7 @@ def plan_run_dir(path: Path, config: dict[str, Any], *, rerun: bool, allow_confi
     state.checkpoint, state.checkpoint_step = newest_checkpoint(path)
     saved = path / CONFIG
     if state.checkpoint is not None and saved.is_file():
-        state.saved_config = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        state.changed = differences(state.saved_config or {}, config, NOT_TRAINING)
+        state.changed = differences(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, config, NOT_TRAINING)
     if state.changed and not allow_config_change:
         raise ConfigError(f"{path} holds an unfinished run (checkpoint at step {state.checkpoint_step}) "
                           f"with other training settings: {_listed(state.changed)}; rerun with the saved settings to "

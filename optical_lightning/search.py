@@ -21,7 +21,7 @@ from optical_lightning.atomic import atomic_write_text
 from optical_lightning.errors import DataError, ModelLoadError, OpticalError, require_int, user_error
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import file_key, read_docs, read_qrels, read_queries
-from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run, parse_metrics
+from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import Run, maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder, load_encoder
 
@@ -68,8 +68,7 @@ def judged_queries(qrels: dict[str, dict[str, int]], queries: dict[str, str], pa
 def search(args: argparse.Namespace, console: Console) -> dict[str, float] | None:
     # every argument is checked before the files are encoded (minutes) and before the run file is written
     if args.qrels:
-        parse_metrics(args.metrics)
-        check_depth("--k", args.k, args.metrics)
+        check_depth("--k", args.k, args.metrics)  # also parses the metric names
     else:
         require_int("--k", args.k, minimum=1)
     require_int("--batch-size", args.batch_size, minimum=1)

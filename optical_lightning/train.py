@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
 from optical_lightning.config import build
 from optical_lightning.data.teacher_cache import TeacherTokenCache
-from optical_lightning.errors import ConfigError, RunInterrupted, require_int
+from optical_lightning.errors import ConfigError, OpticalError, RunInterrupted, require_int
 from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.languages import check_language
 from optical_lightning.models.collate import PairCollator
@@ -91,7 +91,10 @@ def interrupted(exc: BaseException, trainer: pl.Trainer, out_dir: Path) -> RunIn
     """The one-line message of a run stopped by Ctrl-C or SIGTERM: where its checkpoint is, how to resume."""
     signum = signal.SIGTERM if isinstance(exc, SIGTERMException) else signal.SIGINT
     name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
-    ckpt, step = newest_checkpoint(out_dir)
+    try:
+        ckpt, step = newest_checkpoint(out_dir)
+    except OpticalError as e:  # a checkpoint the signal cut short: say which, and how to go on
+        return RunInterrupted(f"stopped by {name}; {e}", signum)
     if ckpt is None:
         return RunInterrupted(f"stopped by {name} at step {trainer.global_step}, before any checkpoint was saved; "
                               f"run the same command to start over", signum)

@@ -31,7 +31,7 @@ from optical_lightning.data.bitext import (
     split_pairs,
 )
 from optical_lightning.data.mixing import MixtureSampler, check_mixture
-from optical_lightning.errors import ConfigError, DataError, require_int
+from optical_lightning.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.languages import check_language
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,14 @@ class BitextDataModule(pl.LightningDataModule):
         check_split_size("domain.val_size", domain_val_size)
         if min_chars > max_chars:
             raise ConfigError(f"data.min_chars={min_chars} > data.max_chars={max_chars}: no pair can pass")
-        self.paths = [Path(p) for p in ([train] if isinstance(train, (str, Path)) else train)]
+        self.paths = [Path(p) for p in as_list(train)]  # one path or several
         if not self.paths:
             raise ConfigError("data.train is empty: give at least one bitext file (data.train=PATH)")
         self.lang = check_language(lang)
         self.val_size, self.batch_size, self.num_workers = val_size, batch_size, num_workers
         self.min_chars, self.max_chars, self.dedup = min_chars, max_chars, dedup
         self.max_pairs, self.seed = max_pairs, seed
-        self.domain_paths = [Path(p) for p in ([domain_files] if isinstance(domain_files, (str, Path))
-                                                else (domain_files or []))]
+        self.domain_paths = [Path(p) for p in as_list(domain_files)]
         self.domain_sources = set(domain_sources) if domain_sources else None
         check_mixture(domain_ratio, schedule, n_domain=1 if self.domain_paths else 0)
         self.domain_ratio, self.schedule, self.epoch_size = float(domain_ratio), schedule, epoch_size

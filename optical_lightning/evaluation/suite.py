@@ -30,7 +30,7 @@ from optical_lightning.evaluation.datasets import (
     translation_set,
 )
 from optical_lightning.evaluation.distributed import encode_shared
-from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run, parse_metrics
+from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.precision import inference_dtype
@@ -63,8 +63,7 @@ class EvalSuite:
         bad = [s for s in scoring if s not in SCORINGS]
         if bad:
             raise ConfigError(f"eval.scoring={list(scoring)}: unknown {bad}; choose from {list(SCORINGS)}")
-        parse_metrics(list(metrics))
-        check_depth("eval.top_k", top_k, metrics)
+        check_depth("eval.top_k", top_k, metrics)  # also parses the metric names
         require_int("eval.max_queries", max_queries, minimum=1, allow_none=True)
         require_int("eval.batch_size", batch_size, minimum=1)
         inference_dtype(precision)  # fail fast on a typo
