@@ -37,7 +37,8 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
             for metric in names:
                 cells = [stages.get(s, {}).get(metric) for s in STAGES]
                 delta = (cells[1] - cells[0]) if cells[0] is not None and cells[1] is not None else None
-                table.add_row(name, metric, *(f"{v:.3f}" if v is not None else "" for v in cells),
+                table.add_row(name, metric, *("" if v is None else f"{v:.0f}" if metric == "n" else f"{v:.3f}"
+                                              for v in cells),
                               f"{delta:+.3f}" if delta is not None else "")
         console.print(table)
     table = Table(title="training" if metrics else title)

