@@ -158,6 +158,11 @@ BAD_INPUTS = {
                              r"distill\.teacher_role='document': use query or passage"),
     "size mismatch": (lambda t: ["student.projection=false", "student.hidden_size=48", f"data.train={SW_BITEXT}"],
                       r"48 dimensions but the teacher in 32: set student\.projection=true"),
+    # data that exists for one language only
+    "question domain in Somali": (lambda t: ["lang=so", "domain=questions"],
+                                  r"^domain=questions has bitext for sw only, not lang=so; use domain=general"),
+    "AfriMMLU in Somali": (lambda t: ["lang=so", "mcqa=afrimmlu", f"data.train={SO_BITEXT}"],
+                           r"afrimmlu-so: these questions exist for sw only, not lang=so - use mcqa=none"),
 }
 
 
@@ -246,3 +251,25 @@ def test_results_record_cache_state_wall_time_and_memory(tmp_path):
     assert run["default"] is False and "distill=none" in run["overrides"]
     assert timing["process_s"] >= timing["total_s"] > 0 and timing["peak_rss_mb"] > 100
     assert run["machine"]["cores"] >= 1
+
+
+def test_question_domain_trains_and_evaluates_its_held_out_questions(tmp_path):
+    """`domain=questions` on data that `make data` built from a mirror holding the real AfriQA train questions."""
+    from optical_lightning.prepare.cli import main as make_data
+
+    mirror = tmp_path / "mirror"
+    (mirror / "questions").mkdir(parents=True)
+    (mirror / "general").mkdir()
+    shutil.copy(FIXTURES / "questions" / "afriqa.train.en-sw.tsv", mirror / "questions")
+    shutil.copy(SW_BITEXT, mirror / "general" / "mafand-mt.train.en-sw.tsv")  # general bitext for the other 3/4
+    data = tmp_path / "data"
+    assert make_data(["--out", str(data), "--mirror", str(mirror), "--offline-only", "--sources", "mirror", "--langs", "sw"]) == 0
+    cfg = compose_config(*TINY_MODELS, "domain=questions", f"paths.data_dir={data}", "trainer.max_steps=4",
+                         "data.val_size=16", f"paths.root_dir={tmp_path}", output_dir=tmp_path / "run")
+    results = run(cfg)
+    # 315 training questions, less the one that repeats a held-out question, less 32 for the in-domain validation loss
+    assert results["data"]["domain"]["train_pairs"] == 315 - 1 - 32
+    dev = results["metrics"]["afriqa-questions-dev-sw-en"]
+    assert set(dev) == {"zero_shot", "trained"} and 0 <= dev["trained"]["P@1"] <= 1
+    assert results["eval_sets"]["afriqa-questions-dev-sw-en"]["queries"] == 100
+    assert "afrimmlu-sw" in results["eval_skipped"]  # no AfriMMLU in this data dir: skipped with a warning

@@ -153,3 +153,10 @@ def test_when_no_requested_set_exists_the_error_lists_those_that_do():
 def test_values_that_would_give_empty_or_zero_metrics_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         EvalSuite(str(EVAL), "sw", ["afriqa"], **kwargs)
+
+
+def test_a_domain_set_joins_the_run_when_present_and_is_never_an_error_when_absent(tmp_path):
+    suite = EvalSuite(str(EVAL), "sw", ["afriqa"], domain_sets=["tico19-test", "afriqa"])
+    assert sorted(suite.load()) == ["afriqa-sw-en", "tico19-test-sw-en"]  # listed once, though named twice
+    alone = EvalSuite(str(tmp_path), "sw", [], domain_sets=["afriqa-questions-dev"])
+    assert alone.load() == {} and "afriqa-questions-dev" in alone.skipped  # eval.sets=[] still trains

@@ -48,6 +48,9 @@ class BitextDataModule(pl.LightningDataModule):
         val_size: held-out share (float in [0, 1)) or count (int) for the validation loss.
         batch_size: pairs per batch (per device under DDP).
         max_pairs: keep at most this many general pairs after cleaning (seeded choice), ``None`` for all.
+        domain_name: the domain's name, for messages.
+        domain_languages: the languages the domain has bitext for (``None``: any); another ``lang`` is
+            a one-line error naming the domains to use instead.
         domain_files: bitext files of the domain (empty: no domain).
         domain_sources: keep only these ``source`` values of ``domain_files`` (and drop them from
             the general pool); ``None`` takes every row.
@@ -76,6 +79,8 @@ class BitextDataModule(pl.LightningDataModule):
         dedup: bool = True,
         max_pairs: int | None = None,
         seed: int = 42,
+        domain_name: str = "domain",
+        domain_languages: Sequence[str] | None = None,
         domain_files: Sequence[str] = (),
         domain_sources: Sequence[str] | None = None,
         domain_ratio: float = 0.0,
@@ -101,6 +106,9 @@ class BitextDataModule(pl.LightningDataModule):
         if not self.paths:
             raise ConfigError("data.train is empty: give at least one bitext file (data.train=PATH)")
         self.lang = check_language(lang)
+        if as_list(domain_languages) and self.lang not in as_list(domain_languages):
+            raise ConfigError(f"domain={domain_name} has bitext for {', '.join(as_list(domain_languages))} only, not "
+                              f"lang={self.lang}; use domain=general, medical or software")
         self.val_size, self.batch_size, self.num_workers = val_size, batch_size, num_workers
         self.min_chars, self.max_chars, self.dedup = min_chars, max_chars, dedup
         self.max_pairs, self.seed = max_pairs, seed

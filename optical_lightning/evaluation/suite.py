@@ -10,6 +10,10 @@ Set names resolve inside ``data_dir`` (see ``make data``):
 * ``afriqa`` / ``udhr`` -> ``retrieval/<name>-<lang>-en/`` (queries, docs, qrels[, queries.en])
 * anything else -> ``translation/<lang>/<name>.tsv`` ("find the translation" on held-out bitext)
 
+``domain_sets`` (the domain's ``in_domain_eval``, e.g. ``afriqa-questions-dev``) are evaluated
+besides ``sets`` in every run that uses the domain (when they exist: ``eval.sets=[]`` with a missing
+domain set still trains).
+
 Sets missing for the language are skipped with one log line and listed under ``skipped``.
 """
 
@@ -46,6 +50,7 @@ class EvalSuite:
         data_dir: str,
         lang: str,
         sets: list[str],
+        domain_sets: list[str] = (),
         scoring: list[str] = ("pooled",),
         metrics: list[str] = DEFAULT_METRICS,
         max_queries: int | None = None,
@@ -70,6 +75,8 @@ class EvalSuite:
         self.precision, self.faiss = precision, faiss
         self.data_dir, self.lang = Path(data_dir), lang
         self.set_names, self.scoring, self.metrics = list(sets), list(scoring), list(metrics)
+        # a domain's own sets join every run that uses it; absent ones are skipped, never an error
+        self.domain_set_names = [n for n in dict.fromkeys(as_list(domain_sets)) if n not in self.set_names]
         self.max_queries, self.batch_size, self.seed, self.top_k = max_queries, batch_size, seed, top_k
         self.zero_shot, self.upper_bound, self.bitext_val = zero_shot, upper_bound, bitext_val
         self.cache = EmbeddingCache(cache_dir)
@@ -101,7 +108,7 @@ class EvalSuite:
         if unknown:
             log.warning("eval.sets: %s exist(s) for no language under %s (sets there: %s)", unknown, self.data_dir,
                         ", ".join(available))
-        for name in self.set_names:
+        for name in [*self.set_names, *self.domain_set_names]:
             if name in RETRIEVAL_DIRS:
                 path = self.data_dir / "retrieval" / f"{name}-{self.lang}-en"
                 loader = lambda p=path, n=name: load_retrieval_dir(p, f"{n}-{self.lang}-en")  # noqa: E731
