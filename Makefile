@@ -83,7 +83,7 @@ report-smoke: install data/manifest.json  ## the study end to end on a small sli
 	$(MAKE) --no-print-directory _study REPORT_DIR=outputs/report-smoke REPORT_OUT=outputs/report-smoke \
 	  LANGS=sw TEACHERS=me5_small SEEDS=1 PAIRS=500 RATIOS=0,1.0 BLURS=0.05 MMLU_QUESTIONS=40 \
 	  EVAL_SETS='[udhr,tico19-test]' REPORT_CHECK=--require-all \
-	  REPORT_ARGS="trainer.max_steps=2 eval.max_queries=24"
+	  REPORT_ARGS="trainer.max_steps=2 eval.max_queries=24 mcqa.max_questions=40"
 
 _study:
 	$(study)
