@@ -160,3 +160,23 @@ def test_a_domain_set_joins_the_run_when_present_and_is_never_an_error_when_abse
     assert sorted(suite.load()) == ["afriqa-sw-en", "tico19-test-sw-en"]  # listed once, though named twice
     alone = EvalSuite(str(tmp_path), "sw", [], domain_sets=["afriqa-questions-dev"])
     assert alone.load() == {} and "afriqa-questions-dev" in alone.skipped  # eval.sets=[] still trains
+
+
+def test_role_pairings_give_the_ceilings_a_perfect_student_would_reach(tiny_pair):
+    from optical_lightning.evaluation.ceilings import english_versions, role_pairings
+
+    teacher, student = tiny_pair
+    suite = EvalSuite(str(EVAL), "sw", ["tico19-test", "afriqa"])
+    sets = suite.load()
+    tico, afriqa = sets["tico19-test-sw-en"], sets["afriqa-sw-en"]
+    english = english_versions(tico)  # a translation set: the English version of a query is its relevant document
+    qid = next(iter(tico.qrels))
+    assert english[qid] == tico.docs[next(iter(tico.qrels[qid]))] and english_versions(afriqa) == afriqa.queries_en
+    rows = role_pairings(student, teacher, tico, ["P@1"], translation=True)
+    assert list(rows) == ["x query -> en passage", "x query -> en query",
+                          "en query -> en passage", "en passage -> en passage"]
+    assert rows["en passage -> en passage"]["P@1"] == 1.0  # a student that equals its target finds every translation
+    # the tiny models have no role prefixes, so both roles are the same embedding
+    assert rows["x query -> en query"] == rows["x query -> en passage"]
+    assert list(role_pairings(student, teacher, afriqa, ["P@1"], translation=False)) == [
+        "x query -> en passage", "en query -> en passage"]
