@@ -489,3 +489,13 @@ def test_overlap_keeps_afrimmlu_and_held_out_questions_out_of_training(fake_mirr
     removed = json.loads((out / "manifest.json").read_text())["overlap"]["removed"]["sw"]
     apart = sum(1 for _, en, _ in train_rows if en.lower() in {d[1].lower() for d in dev_rows})
     assert removed["mafand-train"] == 2 and removed["afriqa-questions"] == apart > 0
+
+
+def test_afrimmlu_rows_with_a_line_separator_inside_a_text_stay_one_row(tmp_path):
+    row = {"id": "x-1", "subject": "s", "question": "Which?\x85 (a) or (b)", "option_a": "a\u2028b", "option_b": "2",
+           "option_c": "3", "option_d": "4", "answer": "A"}
+    path = tmp_path / "sw.test.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n" + json.dumps({**row, "id": "x-2"}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    rows, skipped = mirror.read_mcqa_rows(path)
+    assert [r["id"] for r in rows] == ["x-1", "x-2"] and skipped == 0

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
 
+from optical_lightning.data.bitext import BitextPair
+
 _NUMBER = re.compile(r"\d{2,}")
 OFFSETS = (-2, -1, 0, 1, 2)
 #: a shift is undone only when this share of the numbered lines agrees at the new offset ...
@@ -172,13 +174,6 @@ def check_document(document: str, pairs: Sequence[TextPair]) -> DocumentCheck:
                               f"lengths {where}")
 
 
-@dataclass(frozen=True)
-class _Row:
-    id: str
-    en: str
-    tgt: str
-
-
 def shift(pairs: Sequence[TextPair], offset: int) -> list[tuple[str, str, str]]:
     """``(id, en, tgt)`` rows with target line ``i`` paired to English line ``i + offset`` (and that
     line's id); the lines left without a partner at either end are dropped."""
@@ -216,7 +211,7 @@ def realign(pairs: Sequence[TextPair]) -> tuple[list[tuple[str, str, str]], list
         checks.append(check)
         if check.decision == "realigned":
             rows = shift(doc, check.offset)
-            if check_document(name, [_Row(*r) for r in rows]).decision != "aligned":  # undoing it must fix it
+            if check_document(name, [BitextPair(*r) for r in rows]).decision != "aligned":  # undoing it must fix it
                 check = DocumentCheck(**{**asdict(check), "decision": "dropped",
                                          "reason": check.reason + "; still misaligned once shifted"})
                 checks[-1] = check

@@ -106,8 +106,9 @@ class BitextDataModule(pl.LightningDataModule):
         if not self.paths:
             raise ConfigError("data.train is empty: give at least one bitext file (data.train=PATH)")
         self.lang = check_language(lang)
-        if as_list(domain_languages) and self.lang not in as_list(domain_languages):
-            raise ConfigError(f"domain={domain_name} has bitext for {', '.join(as_list(domain_languages))} only, not "
+        domain_languages = as_list(domain_languages)
+        if domain_languages and self.lang not in domain_languages:
+            raise ConfigError(f"domain={domain_name} has bitext for {', '.join(domain_languages)} only, not "
                               f"lang={self.lang}; use domain=general, medical or software")
         self.val_size, self.batch_size, self.num_workers = val_size, batch_size, num_workers
         self.min_chars, self.max_chars, self.dedup = min_chars, max_chars, dedup

@@ -294,6 +294,7 @@ class MCQAEvaluator:
         self.skipped: str | None = None
         self.stages: dict[str, dict[str, dict[str, Any]]] = {}  # stage -> result name -> details and predictions
         self._teacher: torch.Tensor | None = None
+        self._choices: torch.Tensor | None = None
 
     def missing(self) -> str | None:
         """Why the evaluation cannot run (a file that is not there), or ``None``."""
@@ -306,7 +307,7 @@ class MCQAEvaluator:
         """Read (and subsample) the questions; cheap, so runs do it before loading models. An optional
         evaluation whose file is missing returns no questions and says why in :attr:`skipped`."""
         if self.optional and (why := self.missing()):
-            self.skipped = f"{why} (AfriMMLU comes from the data mirror: `make data MIRROR=../shared/data`)"
+            self.skipped = f"{why} (`make data` builds it when the data mirror is there: MIRROR=../shared/data)"
             log.warning("mcqa %s skipped: %s", self.name, self.skipped)
             return []
         path = str(self.path)
@@ -325,11 +326,14 @@ class MCQAEvaluator:
         return self.questions
 
     def _teacher_choices(self, teacher: Encoder) -> torch.Tensor:
-        """The frozen teacher's embeddings of the English choices: shared by every stage and job."""
-        choices = [c for q in self.english for c in q.choices]
-        key = hashlib.sha256("\x1e".join(choices).encode()).hexdigest()[:24]
-        return document_embeddings(teacher, choices, f"mcqa:{key}", self.cache, with_tokens=False,
-                                   batch_size=self.batch_size, precision=self.precision)["pooled"]
+        """The frozen teacher's embeddings of the English choices: cached on disk for every job, and
+        kept here for the stages of this one."""
+        if self._choices is None:
+            choices = [c for q in self.english for c in q.choices]
+            key = hashlib.sha256("\x1e".join(choices).encode()).hexdigest()[:24]
+            self._choices = document_embeddings(teacher, choices, f"mcqa:{key}", self.cache, with_tokens=False,
+                                                batch_size=self.batch_size, precision=self.precision)["pooled"]
+        return self._choices
 
     def teacher_predictions(self, teacher: Encoder) -> torch.Tensor:
         """The teacher's answers to the English questions: the teacher row, and what agreement compares with."""

@@ -43,6 +43,7 @@ from optical_lightning.prepare.records import (
 )
 from optical_lightning.prepare.text import collapse
 from optical_lightning.prepare.tsv import read_tsv
+from optical_lightning.textfiles import read_lines
 
 NAME = "mirror"
 LICENCE = "per set (see sets)"
@@ -154,7 +155,7 @@ def read_questions(path: Path, lang: str, origin: str) -> list[Bitext]:
 def read_mcqa_rows(path: Path) -> tuple[list[dict[str, str]], int]:
     """The rows of one AfriMMLU file (Global-MMLU columns plus ``id``), and how many were malformed."""
     rows, skipped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(path):  # not str.splitlines: MMLU texts hold U+0085, which it breaks at
         if not line.strip():
             continue
         try:
