@@ -4,7 +4,8 @@ One training step, for a batch of (English, target-language) pairs:
 
 1. teacher(English) -> token cloud + pooled vector (no grad, never trained);
 2. student(target)  -> token cloud + pooled vector;
-3. loss = ``ot_weight`` * OT head (OPTICAL) + ``mse_weight`` * pooled MSE (Reimers & Gurevych),
+3. loss = ``ot_weight`` * OT head (OPTICAL) + ``mse_weight`` * pooled MSE (Reimers & Gurevych)
+   + ``nce_weight`` * in-batch InfoNCE of the pooled vectors (the only term that also pushes),
    so ``distill=optical``, ``distill=mse`` and any weighted mix are configs, not code.
 
 The teacher is a registered submodule (so it follows the device under DDP) but is excluded from
@@ -24,6 +25,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from optical_lightning.errors import ConfigError
+from optical_lightning.losses.contrastive import in_batch_infonce
 from optical_lightning.losses.marginals import alignment_mask, idf_table, token_weights
 from optical_lightning.losses.mse import pooled_mse
 from optical_lightning.losses.ot import OTDistillationHead, OTOutput
@@ -38,16 +40,19 @@ class DistillationModule(pl.LightningModule):
         ot_head: OTDistillationHead | None = None,
         ot_weight: float = 1.0,
         mse_weight: float = 0.0,
+        nce_weight: float = 0.0,
+        nce_temperature: float = 0.05,
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
-        check_loss_weights(ot_weight, mse_weight)
+        check_loss_weights(ot_weight, mse_weight, nce_weight, nce_temperature)
         if ot_weight > 0 and ot_head is None:
             raise ConfigError("distill.ot_weight > 0 needs an OT head (ot=sinkhorn)")
         self.student, self.teacher = student, teacher.freeze()
         self.ot_head = ot_head
         self.ot_weight, self.mse_weight = ot_weight, mse_weight
+        self.nce_weight, self.nce_temperature = nce_weight, nce_temperature
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
         self.scheduler_factory = scheduler
         self.teacher_idf: Tensor | None = None
@@ -86,6 +91,10 @@ class DistillationModule(pl.LightningModule):
             mse = pooled_mse(student_tgt.pooled, teacher_en.pooled, student_en)
             loss = loss + self.mse_weight * mse
             logs["mse_loss"] = mse.detach()
+        if self.nce_weight > 0:
+            nce = in_batch_infonce(student_tgt.pooled, teacher_en.pooled, self.nce_temperature)
+            loss = loss + self.nce_weight * nce
+            logs["nce_loss"] = nce.detach()
         logs["loss"] = loss.detach()
         return loss, logs
 
@@ -153,15 +162,20 @@ class DistillationModule(pl.LightningModule):
         return super().load_state_dict(full, strict=strict, assign=assign)
 
 
-def check_loss_weights(ot_weight: object, mse_weight: object) -> None:
-    """The loss mix is two non-negative numbers, not both 0 (checked before any model loads)."""
-    for key, value in (("distill.ot_weight", ot_weight), ("distill.mse_weight", mse_weight)):
+def check_loss_weights(ot_weight: object, mse_weight: object, nce_weight: object = 0.0,
+                       nce_temperature: object = 0.05) -> None:
+    """The loss mix is non-negative numbers, not all 0, and a positive temperature (checked before any model loads)."""
+    weights = (("distill.ot_weight", ot_weight), ("distill.mse_weight", mse_weight), ("distill.nce_weight", nce_weight))
+    for key, value in weights:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: must be a number >= 0")
         if not value >= 0:  # also NaN
             raise ConfigError(f"{key}={value}: a loss weight must be >= 0")
-    if ot_weight == 0 and mse_weight == 0:
-        raise ConfigError("distill.ot_weight and distill.mse_weight are both 0: nothing to train (use distill=none)")
+    if all(value == 0 for _, value in weights):
+        raise ConfigError("distill.ot_weight, distill.mse_weight and distill.nce_weight are all 0: nothing to train "
+                          "(use distill=none)")
+    if isinstance(nce_temperature, bool) or not isinstance(nce_temperature, (int, float)) or not nce_temperature > 0:
+        raise ConfigError(f"distill.nce_temperature={nce_temperature!r}: must be a number > 0 (e.g. 0.05)")
 
 
 def _plain(numpy_state: tuple) -> list:

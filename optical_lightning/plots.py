@@ -43,3 +43,23 @@ def save_png(fig, path: str | Path) -> Path:
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def learning_curves(rows: Sequence[dict[str, float]], path: str | Path, best_step: int | None = None) -> Path:
+    """One panel per curve value (``<set>/<metric>``) against the training step; the selected step, if any,
+    as a dashed line."""
+    keys = [k for k in rows[0] if k not in ("step", "score")]
+    cols = min(3, len(keys)) or 1
+    n_rows = -(-len(keys) // cols) or 1
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.0 * n_rows), squeeze=False, layout="constrained")
+    steps = [r["step"] for r in rows]
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", markersize=3)
+        if best_step is not None:
+            ax.axvline(best_step, linestyle="--", color="grey", linewidth=1)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    return save_png(fig, path)

@@ -155,7 +155,8 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     if teacher_role not in ("query", "passage"):
         raise ConfigError(f"distill.teacher_role={teacher_role!r}: use query or passage (the teacher's prefix for the English side)")
     if train_student:
-        check_loss_weights(cfg.distill.ot_weight, cfg.distill.mse_weight)
+        check_loss_weights(cfg.distill.ot_weight, cfg.distill.mse_weight, cfg.distill.get("nce_weight", 0.0),
+                           cfg.distill.get("nce_temperature", 0.05))
     ot_head = build(cfg.ot, "ot") if train_student and cfg.distill.ot_weight > 0 else None
     datamodule = build(cfg.data, "data") if train_student else None
     if datamodule is not None:
@@ -234,6 +235,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
                                              teacher_cache=teacher_cache, teacher_role=teacher_role)
         module = DistillationModule(
             student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
+            nce_weight=cfg.distill.get("nce_weight", 0.0), nce_temperature=cfg.distill.get("nce_temperature", 0.05),
             optimizer=optimizer, scheduler=scheduler,
         )
         t0 = time.time()

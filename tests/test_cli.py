@@ -273,3 +273,32 @@ def test_question_domain_trains_and_evaluates_its_held_out_questions(tmp_path):
     assert set(dev) == {"zero_shot", "trained"} and 0 <= dev["trained"]["P@1"] <= 1
     assert results["eval_sets"]["afriqa-questions-dev-sw-en"]["queries"] == 100
     assert "afrimmlu-sw" in results["eval_skipped"]  # no AfriMMLU in this data dir: skipped with a warning
+
+
+def test_learning_curve_records_dev_slices_and_restores_the_best_step(tmp_path):
+    callbacks = [a for a in TINY_MODELS if a != "callbacks=none"]
+    mcqa = FIXTURES / "mcqa" / "afrimmlu"
+    proc = run_cli(*callbacks, "callbacks.model_checkpoint.every_n_train_steps=100", f"data.train={SW_BITEXT}",
+                   "data.val_size=40", "trainer.max_steps=5", "optim.optimizer.lr=3e-3", f"eval.data_dir={FIXTURES / 'eval'}",
+                   "eval.sets=[tico19-test]", "callbacks.learning_curve.every_n_steps=2", "callbacks.learning_curve.restore_best=true",
+                   f"callbacks.learning_curve.suite.data_dir={FIXTURES / 'eval'}",
+                   "callbacks.learning_curve.suite.sets=[tico19-test]",
+                   f"callbacks.learning_curve.mcqa.path={mcqa / 'sw.test.jsonl'}",
+                   f"callbacks.learning_curve.mcqa.reference={mcqa / 'en.test.jsonl'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+    curve = json.loads((run / "curves.json").read_text())
+    rows = curve["rows"]
+    assert [r["step"] for r in rows] == [0, 2, 4, 5]  # the start, every 2 steps, and the last step
+    assert {"bitext-val/P@1", "tico19-test-sw-en/nDCG@10", "afrimmlu-val-sw/accuracy",
+            "afrimmlu-val-sw/agreement"} <= set(rows[0])
+    assert all(r["score"] == r["bitext-val/P@1"] for r in rows)
+    best = max(rows, key=lambda r: r["score"])  # the first of equal scores wins
+    assert curve["best_step"] == best["step"]
+    # the final evaluation sees the restored student: the same 40 held-out pairs give the best row's value
+    results = json.loads((run / "results.json").read_text())
+    assert results["metrics"]["bitext-val"]["trained"]["P@1"] == pytest.approx(best["bitext-val/P@1"])
+    assert results["metrics"]["tico19-test-sw-en"]["trained"]["nDCG@10"] == pytest.approx(best["tico19-test-sw-en/nDCG@10"])
+    assert (run / "plots" / "learning_curves.png").stat().st_size > 1000
+    metrics_csv = (run / "csv" / "metrics.csv").read_text()
+    assert "curve/bitext-val/P@1" in metrics_csv.splitlines()[0]

@@ -12,11 +12,11 @@ from optical_lightning.models.collate import PairCollator
 from optical_lightning.module import DistillationModule
 
 
-def make(tiny_pair, ot_weight=1.0, mse_weight=0.0, lr=1e-3, **head):
+def make(tiny_pair, ot_weight=1.0, mse_weight=0.0, lr=1e-3, nce_weight=0.0, nce_temperature=0.05, **head):
     teacher, student = tiny_pair
     module = DistillationModule(
         student, teacher, OTDistillationHead(**head) if ot_weight else None, ot_weight=ot_weight, mse_weight=mse_weight,
-        optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
+        nce_weight=nce_weight, nce_temperature=nce_temperature, optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
     )
     dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=20, batch_size=16, seed=0,
                           collate_fn=PairCollator(teacher, student, with_student_en=mse_weight > 0))
