@@ -256,6 +256,7 @@ def load_encoder(
     target_dim: int | None = None,
     frozen: bool = False,
     freeze_embeddings: bool = False,
+    trainable_layers: int | None = None,
     cache_dir: str | None = None,
     setting: str = "model_name_or_path",
 ) -> Encoder:
@@ -264,6 +265,7 @@ def load_encoder(
     ``target_dim`` is the teacher's embedding size, passed by the pipeline for the student: with
     ``projection=True`` a linear map to it is added; without, the sizes must already agree.
     ``setting`` names where the model was configured (``teacher.model_name_or_path``), for messages.
+    ``trainable_layers=k`` trains only the top ``k`` transformer layers (and the projection).
     """
     if (Path(model_name_or_path) / ENCODER_CONFIG).is_file():  # a student saved by an earlier run
         encoder = Encoder.from_pretrained(model_name_or_path, frozen=frozen)
@@ -289,6 +291,26 @@ def load_encoder(
             f"student '{model_name_or_path}' embeds in {encoder.dim} dimensions but the teacher in {target_dim}: "
             f"set student.projection=true to learn a linear map between the spaces"
         )
+    if trainable_layers is not None and not frozen:
+        train_top_layers(encoder, trainable_layers)
+    return encoder
+
+
+def train_top_layers(encoder: Encoder, k: int) -> Encoder:
+    """Freeze the embeddings and every transformer layer below the top ``k``; the projection stays trainable.
+
+    Why: training moves the last layer most (experiments/DIAGNOSIS.md, "What moves"); the layers below
+    stay where the pretrained model had them, and no gradient flows through them.
+    """
+    layers = getattr(getattr(encoder.backbone, "encoder", None), "layer", None)
+    if layers is None:
+        raise ConfigError("student.trainable_layers: this backbone has no encoder.layer list (BERT/XLM-R layout); "
+                          "set student.trainable_layers=null")
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(layers):
+        raise ConfigError(f"student.trainable_layers={k!r}: must be an integer in [0, {len(layers)}] or null (all)")
+    encoder.backbone.requires_grad_(False)
+    for layer in list(layers)[len(layers) - k:]:
+        layer.requires_grad_(True)
     return encoder
 
 
