@@ -134,3 +134,47 @@ def test_missing_domain_rows_name_the_fix():
     dm = BitextDataModule(MIXED, "sw", domain_files=[MIXED], domain_sources=["kolibri_typo"], domain_ratio=0.5)
     with pytest.raises(Exception, match=r"no domain pairs with source in \['kolibri_typo'\].*domain\.sources"):
         dm.setup()
+
+
+def _bucketed_module(**kwargs) -> BitextDataModule:
+    dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=8, batch_size=8, seed=3, epoch_size=192, **kwargs)
+    dm.setup()
+    return dm
+
+
+def _step_lengths(dm: BitextDataModule, order: list[int]) -> list[list[int]]:
+    lengths = [max(len(p.en), len(p.tgt)) for p in dm.train_pairs]
+    return [[lengths[i] for i in order[s:s + dm.batch_size]] for s in range(0, len(order), dm.batch_size)]
+
+
+def test_length_buckets_keep_the_epoch_and_cut_the_padding():
+    plain, bucketed = _bucketed_module(), _bucketed_module(bucket_batches=6)
+    plain_order, bucketed_order = list(plain.train_sampler()), list(bucketed.train_sampler())
+    assert Counter(plain_order) == Counter(bucketed_order)  # the same pairs, as often
+    plain_steps, bucketed_steps = _step_lengths(plain, plain_order), _step_lengths(bucketed, bucketed_order)
+    # within each window of 6 steps the steps hold disjoint length ranges
+    for w in range(0, len(bucketed_steps), 6):
+        ranges = sorted((min(s), max(s)) for s in bucketed_steps[w:w + 6])
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(ranges, ranges[1:]))
+    padded = lambda steps: sum(len(s) * max(s) for s in steps)  # noqa: E731 - characters after padding
+    assert padded(bucketed_steps) < 0.8 * padded(plain_steps)
+
+
+def test_length_buckets_shard_whole_steps_under_ddp():
+    dm = _bucketed_module(bucket_batches=4)
+    sampler = lambda rank: MixtureSampler(len(dm.train_pairs), 0, 0.0, 192, seed=3, num_replicas=2, rank=rank,  # noqa: E731
+                                          lengths=[len(p.en) for p in dm.train_pairs], batch_size=8, bucket_batches=4)
+    global_order = sampler(0).global_order().tolist()
+    shards = [list(sampler(r)) for r in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == sorted(global_order)
+    # each optimizer step's 16 global indices are split 8/8 between the ranks
+    for step in range(len(global_order) // 16):
+        assert sorted(shards[0][step * 8:(step + 1) * 8] + shards[1][step * 8:(step + 1) * 8]) == \
+            sorted(global_order[step * 16:(step + 1) * 16])
+
+
+def test_bad_bucket_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match=r"data\.bucket_batches=-1"):
+        BitextDataModule(str(SW_BITEXT), "sw", bucket_batches=-1)
+    with pytest.raises(ConfigError, match="needs one length per training pair"):
+        MixtureSampler(10, 0, 0.0, 10, bucket_batches=2)

@@ -61,6 +61,8 @@ class BitextDataModule(pl.LightningDataModule):
             (General bitext alone goes through the same sampler with ratio 0: one code path for
             single runs, DDP shards and exact mid-epoch resume.)
         domain_val_size: held-out domain pairs (share or count) for ``val_domain/*``.
+        bucket_batches: sort each window of this many steps by length (less padding, faster steps;
+            see :mod:`optical_lightning.data.mixing`); 0 keeps batches random.
         teacher_cache: read the teacher's token clouds of the English side from an on-disk cache
             (:mod:`optical_lightning.data.teacher_cache`) instead of running the teacher each step.
         teacher_cache_dir: where that cache lives.
@@ -87,6 +89,7 @@ class BitextDataModule(pl.LightningDataModule):
         schedule: str = "mixed",
         epoch_size: int | None = None,
         domain_val_size: float | int = 0,
+        bucket_batches: int = 0,
         teacher_cache: bool = False,
         teacher_cache_dir: str | None = None,
         collate_fn: Callable[[list[BitextPair]], Any] | None = None,
@@ -118,6 +121,8 @@ class BitextDataModule(pl.LightningDataModule):
         check_mixture(domain_ratio, schedule, n_domain=1 if self.domain_paths else 0)
         self.domain_ratio, self.schedule, self.epoch_size = float(domain_ratio), schedule, epoch_size
         self.domain_val_size = domain_val_size
+        require_int("data.bucket_batches", bucket_batches, minimum=0)
+        self.bucket_batches = bucket_batches
         self.teacher_cache, self.teacher_cache_dir = teacher_cache, teacher_cache_dir
         self.collate_fn = collate_fn
         self.train_pairs: list[BitextPair] | None = None
@@ -185,9 +190,12 @@ class BitextDataModule(pl.LightningDataModule):
         """The epoch order (general bitext only when ``domain_ratio`` is 0), resumable mid-epoch."""
         self.setup()
         epoch, batches = self._resume
+        lengths = [max(len(p.en), len(p.tgt)) for p in self.train_pairs + self.domain_pairs] \
+            if self.bucket_batches else None
         return MixtureSampler(len(self.train_pairs), len(self.domain_pairs), self.domain_ratio,
                               self.resolved_epoch_size(), self.schedule, self.seed, num_replicas, rank,
-                              skip=batches * self.batch_size, epoch=epoch)
+                              skip=batches * self.batch_size, epoch=epoch, lengths=lengths,
+                              batch_size=self.batch_size, bucket_batches=self.bucket_batches)
 
     def planned_pairs(self) -> list[BitextPair]:
         """Every training pair the run's step budget will visit (for precomputing teacher outputs)."""

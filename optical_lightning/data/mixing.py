@@ -12,6 +12,12 @@ The training set is the concatenation ``[general pairs..., domain pairs...]``; a
 * ``schedule="mixed"`` shuffles both kinds together; ``"sequential"`` serves all general pairs
   first and the domain pairs last (continued distillation on the domain).
 
+With ``bucket_batches = k > 0`` the order is then cut into windows of ``k`` optimizer steps; within a
+window the pairs are sorted by length, cut into steps, and the steps shuffled. A batch then holds
+sentences of similar length, so dynamic padding pads little: 32 random training pairs pad to 86
+tokens on average at ``max_length`` 128, while their median is 27. Which pairs an epoch visits, and
+the domain share of every window, do not change; the order within a window does.
+
 Every rank draws the same global order from ``seed + epoch`` and keeps every ``num_replicas``-th
 index from ``rank`` on, so under DDP the ranks see disjoint shards of one mixture. The sampler
 subclasses :class:`~torch.utils.data.DistributedSampler` so that Lightning neither replaces it
@@ -21,7 +27,7 @@ resumed mid-epoch continues exactly where it stopped: ``skip`` drops the samples
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import DistributedSampler
@@ -61,11 +67,19 @@ class MixtureSampler(DistributedSampler):
         num_replicas, rank: the DDP world; 1 and 0 in a single process.
         skip: samples of this rank's shard to leave out at the start of the epoch (resuming).
         epoch: the epoch to start in (Lightning calls :meth:`set_epoch` for later ones).
+        lengths: one length per index (characters), needed by ``bucket_batches``.
+        batch_size: pairs per step and rank (the unit that ``bucket_batches`` sorts within).
+        bucket_batches: steps per length-sorted window; 0 keeps the random order.
     """
 
     def __init__(self, n_general: int, n_domain: int, ratio: float, epoch_size: int, schedule: str = "mixed",
-                 seed: int = 0, num_replicas: int = 1, rank: int = 0, skip: int = 0, epoch: int = 0) -> None:
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0, skip: int = 0, epoch: int = 0,
+                 lengths: Sequence[int] | None = None, batch_size: int = 1, bucket_batches: int = 0) -> None:
         check_mixture(ratio, schedule, n_domain)
+        if isinstance(bucket_batches, bool) or not isinstance(bucket_batches, int) or bucket_batches < 0:
+            raise ConfigError(f"data.bucket_batches={bucket_batches!r}: must be an integer >= 0 (0: no length buckets)")
+        if bucket_batches and (lengths is None or len(lengths) != n_general + n_domain):
+            raise ConfigError("data.bucket_batches needs one length per training pair")
         if epoch_size < 1:
             raise ConfigError(f"domain.epoch_size={epoch_size}: must be a positive integer")
         if ratio < 1 and n_general == 0:
@@ -80,6 +94,9 @@ class MixtureSampler(DistributedSampler):
         self.total_size = self.num_samples * num_replicas
         self.epoch = epoch
         self.skip = skip  # samples of this rank's shard already served (resume); cleared by set_epoch
+        self.lengths = torch.as_tensor(lengths) if lengths is not None else None
+        self.step_size = batch_size * num_replicas  # consecutive global indices that make one optimizer step
+        self.bucket_batches = bucket_batches
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -92,9 +109,22 @@ class MixtureSampler(DistributedSampler):
         general = _cycled_draw(self.n_general, self.epoch_size - self.n_domain_draws, g)
         domain = self.n_general + _cycled_draw(self.n_domain, self.n_domain_draws, g)
         if self.schedule == "sequential":
-            return torch.cat([general, domain])
+            return torch.cat([self._bucketed(general, g), self._bucketed(domain, g)])
         order = torch.cat([general, domain])
-        return order[torch.randperm(len(order), generator=g)]
+        return self._bucketed(order[torch.randperm(len(order), generator=g)], g)
+
+    def _bucketed(self, order: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """``order`` with each window of ``bucket_batches`` steps sorted by length into shuffled steps."""
+        if not self.bucket_batches or len(order) == 0:
+            return order
+        window = self.bucket_batches * self.step_size
+        out = []
+        for start in range(0, len(order), window):
+            chunk = order[start:start + window]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            steps = list(chunk.split(self.step_size))
+            out.extend(steps[i] for i in torch.randperm(len(steps), generator=g).tolist())
+        return torch.cat(out)
 
     def __iter__(self) -> Iterator[int]:
         order = self.global_order()
