@@ -21,9 +21,10 @@ from optical_lightning.errors import DataError
 from optical_lightning.plots import save_png
 
 #: the config values a sweep typically varies (shown when they differ between runs)
-CONFIG_KEYS = ("lang.code", "distill.name", "teacher.name", "domain.name", "domain.ratio", "domain.schedule",
+CONFIG_KEYS = ("lang.code", "distill.name", "distill.nce_weight", "teacher.name", "domain.name", "domain.ratio", "domain.schedule",
                "ot.blur", "ot.scaling", "ot.reach", "ot.loss", "ot.marginals", "ot.special_tokens",
-               "optim.optimizer.lr", "data.max_pairs", "trainer.max_steps", "seed")
+               "optim.optimizer.lr", "data.max_pairs", "data.bucket_batches", "student.trainable_layers",
+               "trainer.max_steps", "seed")
 #: the headline metric of each kind of set
 HEADLINE = {"afriqa": "nDCG@10", "udhr": "nDCG@10"}
 DEFAULT_HEADLINE = "P@1"  # "find the translation" sets
