@@ -46,9 +46,10 @@ def save_png(fig, path: str | Path) -> Path:
 
 
 def learning_curves(rows: Sequence[dict[str, float]], path: str | Path, best_step: int | None = None) -> Path:
-    """One panel per curve value (``<set>/<metric>``) against the training step; the selected step, if any,
-    as a dashed line."""
-    keys = [k for k in rows[0] if k not in ("step", "score")]
+    """One panel per headline curve value (``<set>/<metric>``: P@1, nDCG@10, accuracy, agreement) against
+    the training step; the selected step, if any, as a dashed line. ``curves.json`` keeps every value."""
+    headline = ("P@1", "nDCG@10", "accuracy", "agreement")
+    keys = [k for k in rows[0] if k.rpartition("/")[2] in headline] or [k for k in rows[0] if k not in ("step", "score")]
     cols = min(3, len(keys)) or 1
     n_rows = -(-len(keys) // cols) or 1
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.0 * n_rows), squeeze=False, layout="constrained")
