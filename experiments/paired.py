@@ -1,0 +1,71 @@
+"""Trained against zero-shot on the same queries, for every set of one run: `python experiments/paired.py RUN_DIR`.
+
+Reads ``per_query.json`` (and ``mcqa.json``) of a run and prints, per set and headline metric, the
+zero-shot and trained means, the paired difference with its 95% bootstrap interval and the sign-flip
+p-value (:mod:`optical_lightning.evaluation.significance`). ``--out FILE`` also writes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from optical_lightning.atomic import atomic_write_text
+from optical_lightning.evaluation.significance import paired_test
+from optical_lightning.sweeps import HEADLINE, DEFAULT_HEADLINE
+
+
+def rows(run: Path) -> list[tuple[str, str, dict[str, float], float, float]]:
+    out = []
+    per_query = json.loads((run / "per_query.json").read_text()) if (run / "per_query.json").is_file() else {}
+    names = sorted({key.rsplit("/", 1)[0] for key in per_query})
+    for name in names:
+        zero, trained = per_query.get(f"{name}/zero_shot"), per_query.get(f"{name}/trained")
+        if not zero or not trained:
+            continue
+        metric = HEADLINE.get(name.split("-")[0], DEFAULT_HEADLINE)
+        qids = sorted(set(zero) & set(trained))
+        a, b = [trained[q][metric] for q in qids], [zero[q][metric] for q in qids]
+        out.append((name, metric, paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
+    if (run / "mcqa.json").is_file():
+        mcqa = json.loads((run / "mcqa.json").read_text())
+        answers, teacher = mcqa["answers"], mcqa["teacher_en_predicted"]
+        for name in mcqa["stages"].get("trained", {}):
+            z, t = mcqa["stages"]["zero_shot"][name]["predicted"], mcqa["stages"]["trained"][name]["predicted"]
+            for metric, ref in (("accuracy", answers), ("agreement", teacher)):
+                if ref is None:
+                    continue
+                a = [float(p == r) for p, r in zip(t, ref)]
+                b = [float(p == r) for p, r in zip(z, ref)]
+                out.append((name, metric, paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
+    return out
+
+
+def table(found: list[tuple[str, str, dict[str, float], float, float]]) -> str:
+    lines = ["| set | metric | n | zero-shot | trained | trained − zero-shot [95% CI] | p |", "|---|---|---|---|---|---|---|"]
+    for name, metric, t, zero, trained in found:
+        lines.append(f"| {name} | {metric} | {t['n']} | {zero:.3f} | {trained:.3f} | {t['diff']:+.3f} "
+                     f"[{t['low']:+.3f}, {t['high']:+.3f}] | {t['p']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    run = Path(args.run_dir)
+    if not (run / "results.json").is_file():
+        print(f"error: {run} holds no complete run (results.json); pass a run directory", file=sys.stderr)
+        return 2
+    text = table(rows(run))
+    print(text)
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

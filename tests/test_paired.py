@@ -1,0 +1,38 @@
+"""`experiments/paired.py`: trained against zero-shot on the same queries of one run directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_paired_table_from_a_run_directory(tmp_path):
+    per_query = {
+        "tico19-test-sw-en/zero_shot": {f"q{i}": {"P@1": float(i < 6)} for i in range(10)},
+        "tico19-test-sw-en/trained": {f"q{i}": {"P@1": float(i < 8)} for i in range(10)},
+        "udhr-sw-en/teacher_en": {"q0": {"nDCG@10": 1.0}},  # no zero-shot/trained pair: left out
+    }
+    mcqa = {"answers": [0, 1, 2, 3], "teacher_en_predicted": [0, 1, 2, 2],
+            "stages": {"zero_shot": {"afrimmlu-sw": {"predicted": [0, 0, 0, 0]}},
+                       "trained": {"afrimmlu-sw": {"predicted": [0, 1, 2, 0]}}}}
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "per_query.json").write_text(json.dumps(per_query))
+    (tmp_path / "mcqa.json").write_text(json.dumps(mcqa))
+    out = tmp_path / "paired.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "paired.py"), str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in out.read_text().splitlines()[2:]}
+    assert set(lines) == {("tico19-test-sw-en", "P@1"), ("afrimmlu-sw", "accuracy"), ("afrimmlu-sw", "agreement")}
+    assert "| 10 | 0.600 | 0.800 | +0.200 [" in lines[("tico19-test-sw-en", "P@1")]
+    assert "| 4 | 0.250 | 0.750 | +0.500 [" in lines[("afrimmlu-sw", "accuracy")]  # hits 1 -> 3 of 4
+    assert "| 4 | 0.250 | 0.750 | +0.500 [" in lines[("afrimmlu-sw", "agreement")]  # with the teacher: 1 -> 3
+
+
+def test_a_directory_without_results_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "paired.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds no complete run" in proc.stderr
