@@ -14,7 +14,7 @@ from pathlib import Path
 
 from optical_lightning.atomic import atomic_write_text
 from optical_lightning.evaluation.significance import paired_test
-from optical_lightning.sweeps import HEADLINE, DEFAULT_HEADLINE
+from optical_lightning.sweeps import DEFAULT_HEADLINE, HEADLINE
 
 
 def rows(run: Path) -> list[tuple[str, str, dict[str, float], float, float]]:
