@@ -92,11 +92,20 @@ class DistillationModule(pl.LightningModule):
             loss = loss + self.mse_weight * mse
             logs["mse_loss"] = mse.detach()
         if self.nce_weight > 0:
-            nce = in_batch_infonce(student_tgt.pooled, teacher_en.pooled, self.nce_temperature)
+            targets, offset = self._global_targets(teacher_en.pooled)
+            nce = in_batch_infonce(student_tgt.pooled, targets, self.nce_temperature, offset)
             loss = loss + self.nce_weight * nce
             logs["nce_loss"] = nce.detach()
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def _global_targets(self, teacher_pooled: Tensor) -> tuple[Tensor, int]:
+        """The teacher's vectors of the global batch and this rank's first row (see losses/contrastive.py)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return teacher_pooled, 0
+        gathered = self.all_gather(teacher_pooled.detach())  # (world, B, d): equal B, the sampler pads
+        return gathered.flatten(0, 1), trainer.global_rank * teacher_pooled.shape[0]
 
     def transport(self, teacher: EncoderOutput, teacher_batch: dict[str, Tensor],
                   student: EncoderOutput, student_batch: dict[str, Tensor]) -> OTOutput:

@@ -58,3 +58,11 @@ def test_contrastive_training_lowers_the_held_out_term(tiny_pair, tmp_path):
     before = mean_val_loss(module, dm)
     trainer(tmp_path, 30).fit(module, datamodule=dm)
     assert mean_val_loss(module.eval(), dm) < before - 0.05
+
+
+def test_two_ranks_with_gathered_targets_average_to_the_global_batch_loss():
+    torch.manual_seed(0)
+    s, t = torch.randn(8, 6), torch.randn(8, 6)
+    whole = in_batch_infonce(s, t, 0.1)
+    halves = [in_batch_infonce(s[r * 4:(r + 1) * 4], t, 0.1, offset=r * 4) for r in (0, 1)]
+    assert (halves[0] + halves[1]).item() / 2 == pytest.approx(whole.item(), rel=1e-6)

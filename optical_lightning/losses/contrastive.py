@@ -11,9 +11,9 @@ Why: the OT and MSE terms only *pull* each student sentence towards its own targ
 can move towards its targets while they crowd together and retrieval gets worse (issue 15: mean
 cosine to the targets 0.897 -> 0.941 while P@1 against the teacher's passages fell 0.980 -> 0.947).
 The softmax over the batch also *pushes* each sentence away from the other 31 targets. The teacher
-side is frozen, so only the student moves. Negatives are the local batch; under DDP each rank
-contrasts its own batch (no all-gather), which keeps the term independent of the world size's
-communication but makes a larger per-device batch a stronger term.
+side is frozen, so only the student moves. Under DDP the module gathers the teacher's vectors of every
+rank (they need no gradient) and passes this rank's row ``offset``: each rank's sentences are then
+contrasted with the whole global batch, and the loss equals a single process's on the same global batch.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def in_batch_infonce(student: Tensor, teacher: Tensor, temperature: float = 0.05) -> Tensor:
+def in_batch_infonce(student: Tensor, teacher: Tensor, temperature: float = 0.05, offset: int = 0) -> Tensor:
     """Cross-entropy of ``softmax(student @ teacher.T / temperature)`` against the diagonal.
 
-    Both inputs are ``(B, d)``; they are normalised here, so cosine similarity is what is contrasted.
-    A batch of one has no negatives and gives 0.
+    ``student`` is ``(B, d)``, ``teacher`` is ``(N, d)`` with ``N >= B``: row ``i`` of the student matches
+    row ``offset + i`` of the teacher (``offset`` > 0 when ``teacher`` holds other ranks' targets too).
+    Both are normalised here, so cosine similarity is what is contrasted. A batch of one has no
+    negatives and gives 0.
     """
     if temperature <= 0:
         raise ValueError(f"temperature={temperature}: must be > 0")
     logits = F.normalize(student, dim=-1) @ F.normalize(teacher, dim=-1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    return F.cross_entropy(logits, offset + torch.arange(len(logits), device=logits.device))
