@@ -2,7 +2,9 @@
 
 Reads ``per_query.json`` (and ``mcqa.json``) of a run and prints, per set and headline metric, the
 zero-shot and trained means, the paired difference with its 95% bootstrap interval and the sign-flip
-p-value (:mod:`optical_lightning.evaluation.significance`). ``--out FILE`` also writes the table.
+p-value (:mod:`optical_lightning.evaluation.significance`). ``--against OTHER_RUN`` compares the trained
+stage of RUN_DIR with OTHER_RUN's trained stage instead (e.g. OPTICAL against MSE; the "zero-shot"
+column then holds OTHER_RUN). ``--out FILE`` also writes the table.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from optical_lightning.evaluation.significance import paired_test
 from optical_lightning.sweeps import DEFAULT_HEADLINE, HEADLINE
 
 
-def rows(run: Path) -> list[tuple[str, str, dict[str, float], float, float]]:
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def rows(run: Path, against: Path | None = None) -> list[tuple[str, str, dict[str, float], float, float]]:
     out = []
-    per_query = json.loads((run / "per_query.json").read_text()) if (run / "per_query.json").is_file() else {}
+    per_query = _read(run / "per_query.json")
+    base, base_stage = (per_query, "zero_shot") if against is None else (_read(against / "per_query.json"), "trained")
     names = sorted({key.rsplit("/", 1)[0] for key in per_query})
     for name in names:
-        zero, trained = per_query.get(f"{name}/zero_shot"), per_query.get(f"{name}/trained")
+        zero, trained = base.get(f"{name}/{base_stage}"), per_query.get(f"{name}/trained")
         if not zero or not trained:
             continue
         metric = HEADLINE.get(name.split("-")[0], DEFAULT_HEADLINE)
@@ -31,9 +38,13 @@ def rows(run: Path) -> list[tuple[str, str, dict[str, float], float, float]]:
         out.append((name, metric, paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
     if (run / "mcqa.json").is_file():
         mcqa = json.loads((run / "mcqa.json").read_text())
+        other = mcqa if against is None else _read(against / "mcqa.json")
+        if other.get("ids") != mcqa.get("ids"):
+            return out  # not the same questions: nothing to pair
         answers, teacher = mcqa["answers"], mcqa["teacher_en_predicted"]
         for name in mcqa["stages"].get("trained", {}):
-            z, t = mcqa["stages"]["zero_shot"][name]["predicted"], mcqa["stages"]["trained"][name]["predicted"]
+            z = other["stages"][base_stage][name]["predicted"]
+            t = mcqa["stages"]["trained"][name]["predicted"]
             for metric, ref in (("accuracy", answers), ("agreement", teacher)):
                 if ref is None:
                     continue
@@ -54,13 +65,15 @@ def table(found: list[tuple[str, str, dict[str, float], float, float]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
+    parser.add_argument("--against", default=None, help="another run: compare trained with its trained stage")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    run = Path(args.run_dir)
-    if not (run / "results.json").is_file():
-        print(f"error: {run} holds no complete run (results.json); pass a run directory", file=sys.stderr)
-        return 2
-    text = table(rows(run))
+    run, against = Path(args.run_dir), Path(args.against) if args.against else None
+    for folder in (run, against):
+        if folder is not None and not (folder / "results.json").is_file():
+            print(f"error: {folder} holds no complete run (results.json); pass a run directory", file=sys.stderr)
+            return 2
+    text = table(rows(run, against))
     print(text)
     if args.out:
         atomic_write_text(Path(args.out), text)

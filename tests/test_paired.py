@@ -36,3 +36,17 @@ def test_a_directory_without_results_is_a_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "paired.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "holds no complete run" in proc.stderr
+
+
+def test_against_compares_the_trained_stages_of_two_runs(tmp_path):
+    for name, hits in (("a", 8), ("b", 5)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "results.json").write_text("{}")
+        (run / "per_query.json").write_text(json.dumps({
+            "flores200-devtest-sw-en/zero_shot": {f"q{i}": {"P@1": 0.0} for i in range(10)},
+            "flores200-devtest-sw-en/trained": {f"q{i}": {"P@1": float(i < hits)} for i in range(10)}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "paired.py"), str(tmp_path / "a"),
+                           "--against", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| flores200-devtest-sw-en | P@1 | 10 | 0.500 | 0.800 | +0.300 [" in proc.stdout
