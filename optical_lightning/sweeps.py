@@ -23,7 +23,7 @@ from optical_lightning.plots import save_png
 #: the config values a sweep typically varies (shown when they differ between runs)
 CONFIG_KEYS = ("lang.code", "distill.name", "distill.nce_weight", "teacher.name", "domain.name", "domain.ratio", "domain.schedule",
                "ot.blur", "ot.scaling", "ot.reach", "ot.loss", "ot.marginals", "ot.special_tokens",
-               "optim.optimizer.lr", "data.max_pairs", "data.bucket_batches", "student.trainable_layers",
+               "optim.optimizer.lr", "data.max_pairs", "data.bucket_batches", "student.trainable_layers", "data.student_cache",
                "trainer.max_steps", "seed")
 #: the headline metric of each kind of set
 HEADLINE = {"afriqa": "nDCG@10", "udhr": "nDCG@10"}

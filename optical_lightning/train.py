@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
 from optical_lightning.config import build
+from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.errors import ConfigError, OpticalError, RunInterrupted, require_int
 from optical_lightning.evaluation.suite import EvalSuite
@@ -231,8 +232,20 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             timing["teacher_cache_s"] = time.time() - t0
             log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", teacher_counts["cached"], teacher_counts["encoded"],
                      timing["teacher_cache_s"])
-        datamodule.collate_fn = PairCollator(teacher, student, with_student_en=cfg.distill.mse_weight > 0,
-                                             teacher_cache=teacher_cache, teacher_role=teacher_role)
+        with_student_en = cfg.distill.mse_weight > 0
+        student_cache = None
+        if datamodule.student_cache:
+            t0 = time.time()
+            datamodule.trainer = trainer
+            student_cache = FrozenLayersCache(student)
+            planned = datamodule.planned_pairs()
+            counts = student_cache.prepare([p.tgt for p in planned] + ([p.en for p in planned] if with_student_en else []))
+            timing["student_cache_s"] = time.time() - t0
+            log.info("student cache: the fixed lower %d layers of %d sentences (%.1fs)", student.frozen_below,
+                     counts["encoded"], timing["student_cache_s"])
+        datamodule.collate_fn = PairCollator(teacher, student, with_student_en=with_student_en,
+                                             teacher_cache=teacher_cache, teacher_role=teacher_role,
+                                             student_cache=student_cache)
         module = DistillationModule(
             student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
             nce_weight=cfg.distill.get("nce_weight", 0.0), nce_temperature=cfg.distill.get("nce_temperature", 0.05),

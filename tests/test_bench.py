@@ -19,7 +19,9 @@ TINY_BENCH = ("teacher=tiny", "student=tiny", f"data.train={SW_BITEXT}",
               f"bench.eval_set={FIXTURES / 'eval' / 'retrieval' / 'afriqa-sw-en'}", "bench.eval_texts=16",
               "bench.ot_tokens=[8,16,32]", "bench.ot_tokens_batch=4", "bench.ot_batches=[2,4,8]",
               "bench.ot_batches_tokens=8", "bench.batch_size=4", "bench.warmup=1", "bench.repeats=2",
-              "bench.eval_repeats=1", "bench.ot_repeats=1")
+              "bench.eval_repeats=1", "bench.ot_repeats=1", "bench.student_variants.top_layers=1",
+              "bench.student_variants.compile=false", "bench.student_variants.sampler_batches=2",
+              "bench.student_variants.bucket_batches=4")
 
 
 def run_bench(*overrides: str, cwd) -> subprocess.CompletedProcess:
@@ -48,8 +50,13 @@ def test_tiny_bench_writes_every_figure(tmp_path):
     bench = json.loads((tmp_path / "outputs" / "bench" / "bench.json").read_text())
     for key in ("optical_vs_mse_step", "teacher_cache_speedup", "eval_vs_raw_forward"):
         assert bench[key] > 0, key
-    # the cached teacher gives the same loss as the live one
+    # the cached teacher gives the same loss as the live one, and so does the student cache
     assert bench["teacher_cache_loss_abs_diff"] < 1e-5
+    variants = bench["student_variants"]
+    assert set(variants["steps"]) == {"full", "top1", "top1_cached", "lora"} and bench["fast_step_speedup"] > 0
+    assert variants["cached_loss"]["abs_diff"] < 1e-5
+    assert variants["steps"]["lora"]["trainable_params"] < variants["steps"]["full"]["trainable_params"]
+    assert variants["padding"]["random"]["mean_padded_tokens"] >= variants["padding"]["bucketed"]["mean_padded_tokens"]
     ot = bench["ot_scaling"]
     assert [r["tokens"] for r in ot["by_tokens"]] == [8, 16, 32] and [r["batch"] for r in ot["by_batch"]] == [2, 4, 8]
     assert ot["max_peak_over_bnmd"] < 1  # never a (B, N, M, D) tensor
@@ -57,7 +64,7 @@ def test_tiny_bench_writes_every_figure(tmp_path):
     assert set(bench["targets"]) >= {"optical_vs_mse_step", "teacher_cache_speedup", "eval_vs_raw_forward",
                                      "default_run_wall_s", "default_run_peak_rss_mb"}
     table = (tmp_path / "outputs" / "bench" / "bench.md").read_text()
-    assert "| `optical_vs_mse_step` |" in table and "OT head" in table
+    assert "| `optical_vs_mse_step` |" in table and "OT head" in table and "| top1_cached |" in table
 
 
 def test_bench_without_eval_data_fails_clearly(tmp_path):

@@ -29,9 +29,15 @@ def only_run_dir(root: Path) -> Path:
     return dirs[0]
 
 
-@pytest.mark.parametrize("distill", ["optical", "mse"])
-def test_tiny_distillation_saves_a_reloadable_student(distill, tmp_path):
-    proc = run_cli(*TINY, f"distill={distill}", f"data.train={SW_BITEXT}", "trainer.max_steps=3", cwd=tmp_path)
+FAST_STUDENTS = {"full": (), "top_layers_cached": ("student.trainable_layers=1", "data.student_cache=true"),
+                 "lora": ("student.lora={r:4,alpha:8,target_modules:[query,value]}",)}
+
+
+@pytest.mark.parametrize("distill,variant", [("optical", "full"), ("mse", "full"), ("mse", "top_layers_cached"),
+                                             ("optical", "lora")])
+def test_tiny_distillation_saves_a_reloadable_student(distill, variant, tmp_path):
+    proc = run_cli(*TINY, f"distill={distill}", f"data.train={SW_BITEXT}", "trainer.max_steps=3",
+                   *FAST_STUDENTS[variant], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path)
     results = json.loads((run / "results.json").read_text())
@@ -43,6 +49,9 @@ def test_tiny_distillation_saves_a_reloadable_student(distill, tmp_path):
     student = Encoder.from_pretrained(run / "student")
     emb = student.encode(["Dalili za COVID-19 ni homa."])
     assert emb.shape == (1, 32) and torch.isfinite(emb).all()
+    assert (run / "student" / "lora" / "adapter_model.safetensors").is_file() == (variant == "lora")
+    if variant == "top_layers_cached":
+        assert "student cache: the fixed lower 1 layers" in (run / "run.log").read_text()
     assert (run / "csv" / "metrics.csv").is_file()
     assert (tmp_path / "outputs" / "latest").resolve() == run.resolve()
 

@@ -37,7 +37,8 @@ def time_call(fn: Callable[[], Any], warmup: int, repeats: int, device: torch.de
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+    return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times), "min_s": min(times),
+            "repeats": repeats}
 
 
 def peak_memory_mb(fn: Callable[[], Any], device: torch.device = CPU) -> float:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from optical_lightning.bench.measure import time_call
 from optical_lightning.data.bitext import BitextPair
+from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.losses.ot import OTDistillationHead
 from optical_lightning.models.collate import PairCollator
@@ -95,20 +96,27 @@ class StepBench:
         module = DistillationModule(self.student, self.teacher, head, ot_weight=ot_weight, mse_weight=mse_weight)
         return module.to(self.device), PairCollator(self.teacher, self.student, with_student_en=with_en)
 
-    def step_fn(self, variant: str, teacher_cache: TeacherTokenCache | None = None) -> Callable[[], Tensor]:
-        """One full training step of ``variant`` on the benchmark batch; returns the loss."""
+    def step_fn(self, variant: str, teacher_cache: TeacherTokenCache | None = None,
+                student_cache: FrozenLayersCache | None = None,
+                batches: list[list[BitextPair]] | None = None) -> Callable[[], Tensor]:
+        """One full training step of ``variant`` on the benchmark batch (or the next of ``batches``,
+        in turn); returns the loss."""
+        batches = batches or [self.pairs]
+        turn = iter(range(1 << 62))
         self.student.train()
         params = [p for p in self.student.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)
         if variant == "student_only":
             def loss_of() -> Tensor:
-                batch = self.student.tokenize([p.tgt for p in self.pairs], "query")
+                pairs = batches[next(turn) % len(batches)]
+                batch = self.student.tokenize([p.tgt for p in pairs], "query")
                 return self.student({k: v.to(self.device) for k, v in batch.items()}).pooled.float().sum()
         else:
             module, collate = self._module(variant)
-            collate.teacher_cache = teacher_cache
+            collate.teacher_cache, collate.student_cache = teacher_cache, student_cache
             def loss_of() -> Tensor:
-                return module.distillation_loss(_to(collate(self.pairs), self.device))[0]
+                pairs = batches[next(turn) % len(batches)]
+                return module.distillation_loss(_to(collate(pairs), self.device))[0]
 
         def step() -> Tensor:
             with _autocast(self.dtype, self.device):
@@ -130,10 +138,11 @@ class StepBench:
 
         return forward
 
-    def loss(self, teacher_cache: TeacherTokenCache | None = None, seed: int = 0) -> float:
+    def loss(self, teacher_cache: TeacherTokenCache | None = None, seed: int = 0,
+             student_cache: FrozenLayersCache | None = None) -> float:
         """The ``optical`` loss of the batch at the current weights, with fixed dropout masks."""
         module, collate = self._module("optical")
-        collate.teacher_cache = teacher_cache
+        collate.teacher_cache, collate.student_cache = teacher_cache, student_cache
         self.student.train()
         torch.manual_seed(seed)
         with torch.no_grad(), _autocast(self.dtype, self.device):

@@ -66,6 +66,9 @@ class BitextDataModule(pl.LightningDataModule):
         teacher_cache: read the teacher's token clouds of the English side from an on-disk cache
             (:mod:`optical_lightning.data.teacher_cache`) instead of running the teacher each step.
         teacher_cache_dir: where that cache lives.
+        student_cache: with ``student.trainable_layers=k``, compute the student's fixed lower layers once
+            per sentence and run only its top ``k`` in each step
+            (:mod:`optical_lightning.data.student_cache`).
         collate_fn: turns a list of pairs into model inputs; set by the training pipeline.
     """
 
@@ -92,6 +95,7 @@ class BitextDataModule(pl.LightningDataModule):
         bucket_batches: int = 0,
         teacher_cache: bool = False,
         teacher_cache_dir: str | None = None,
+        student_cache: bool = False,
         collate_fn: Callable[[list[BitextPair]], Any] | None = None,
     ) -> None:
         super().__init__()
@@ -124,6 +128,7 @@ class BitextDataModule(pl.LightningDataModule):
         require_int("data.bucket_batches", bucket_batches, minimum=0)
         self.bucket_batches = bucket_batches
         self.teacher_cache, self.teacher_cache_dir = teacher_cache, teacher_cache_dir
+        self.student_cache = bool(student_cache)
         self.collate_fn = collate_fn
         self.train_pairs: list[BitextPair] | None = None
         self.val_pairs: list[BitextPair] = []

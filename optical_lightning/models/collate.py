@@ -10,6 +10,7 @@ from optical_lightning.data.bitext import BitextPair
 from optical_lightning.models.encoder import Encoder
 
 if TYPE_CHECKING:
+    from optical_lightning.data.student_cache import FrozenLayersCache
     from optical_lightning.data.teacher_cache import TeacherTokenCache
 
 
@@ -20,13 +21,15 @@ class PairCollator:
     baseline's second term), to keep OT-only batches small. The student's side is a query at search
     time, so it takes the query prefix; the teacher's English side takes ``teacher_role``'s prefix:
     ``query`` (default) aims the student at the teacher's English queries, ``passage`` at the English
-    documents that translation retrieval compares it with.
+    documents that translation retrieval compares it with. With a ``student_cache`` the student's
+    batches also carry ``lower_hidden``, the output of its fixed lower layers, so only its top runs.
     """
 
     def __init__(self, teacher: Encoder, student: Encoder, with_student_en: bool = False,
-                 teacher_cache: TeacherTokenCache | None = None, teacher_role: str = "query") -> None:
+                 teacher_cache: TeacherTokenCache | None = None, teacher_role: str = "query",
+                 student_cache: FrozenLayersCache | None = None) -> None:
         self.teacher, self.student, self.with_student_en = teacher, student, with_student_en
-        self.teacher_cache, self.teacher_role = teacher_cache, teacher_role
+        self.teacher_cache, self.teacher_role, self.student_cache = teacher_cache, teacher_role, student_cache
         if teacher_cache is not None and teacher_cache.role != teacher_role:
             raise ValueError(f"the teacher cache holds {teacher_cache.role!r} clouds, the collator wants {teacher_role!r}")
 
@@ -35,8 +38,14 @@ class PairCollator:
         batch = {
             # with a teacher cache, the teacher's outputs themselves (``tokens`` ...), not its inputs
             "teacher_en": self.teacher_cache.batch(en) if self.teacher_cache else self.teacher.tokenize(en, self.teacher_role),
-            "student_tgt": self.student.tokenize([p.tgt for p in pairs], "query"),
+            "student_tgt": self._student([p.tgt for p in pairs]),
         }
         if self.with_student_en:
-            batch["student_en"] = self.student.tokenize(en, "query")
+            batch["student_en"] = self._student(en)
         return batch
+
+    def _student(self, texts: list[str]) -> dict[str, Tensor]:
+        inputs = self.student.tokenize(texts, "query")
+        if self.student_cache is not None:
+            inputs["lower_hidden"] = self.student_cache.batch(texts, inputs["attention_mask"])
+        return inputs

@@ -13,11 +13,13 @@ An optional linear projection (student side) maps the backbone's space to the te
 identity-initialised when the sizes match so training starts from the pretrained geometry.
 A saved encoder is an ordinary Hugging Face folder plus ``optical_encoder.json`` (pooling, prefixes,
 projection) and ``projection.safetensors``; it also carries sentence-transformers module files,
-so ``SentenceTransformer(path)`` loads it with no code from this project.
+so ``SentenceTransformer(path)`` loads it with no code from this project. A LoRA student is saved
+with its adapters merged into the weights, and with the adapter alone in ``lora/`` (PEFT format).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -40,6 +42,7 @@ from optical_lightning.precision import autocast
 Role = Literal["query", "passage"]
 ENCODER_CONFIG = "optical_encoder.json"
 PROJECTION_WEIGHTS = "projection.safetensors"
+LORA_DIR = "lora"  # a LoRA student's adapter alone, loadable with peft.PeftModel.from_pretrained(base, path)
 
 
 @dataclass
@@ -95,6 +98,11 @@ class Encoder(nn.Module):
             # the bitext keep their pretrained vectors instead of drifting.
             backbone.get_input_embeddings().requires_grad_(False)
         self.frozen = False
+        # how many transformer layers (with the embeddings) stay fixed below the trained ones; set by
+        # train_top_layers. They run without dropout, so their output is a pure function of the text: cacheable.
+        self.frozen_below: int | None = None
+        self.lora_config = None  # a peft.LoraConfig once add_lora() injected adapters
+        self._split_views: tuple[nn.Module, nn.Module] | None = None
         if frozen:
             self.freeze()
 
@@ -110,7 +118,11 @@ class Encoder(nn.Module):
         return self.eval()
 
     def train(self, mode: bool = True) -> Encoder:
-        return super().train(mode and not self.frozen)
+        super().train(mode and not self.frozen)
+        if self.frozen_below is not None:  # a fixed feature extractor: no dropout noise, cacheable outputs
+            for module in _lower_modules(self.backbone, self.frozen_below):
+                module.eval()
+        return self
 
     # ------------------------------------------------------------------ tokenisation
     def tokenize(self, texts: list[str], role: Role = "query") -> dict[str, Tensor]:
@@ -132,7 +144,13 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict[str, Tensor]) -> EncoderOutput:
-        hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        """Encode a tokenised batch; with ``lower_hidden`` (the frozen layers' output, from
+        :meth:`lower_hidden`) only the trained top layers run."""
+        if "lower_hidden" in batch:
+            hidden = self._views()[1](inputs_embeds=batch["lower_hidden"],
+                                      attention_mask=batch["attention_mask"]).last_hidden_state
+        else:
+            hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         if self.projection is not None:
             hidden = self.projection(hidden)
         mask = batch["attention_mask"].bool()
@@ -146,6 +164,28 @@ class Encoder(nn.Module):
         content = batch.get("content_mask")
         content = mask if content is None else content.bool()
         return EncoderOutput(tokens=hidden, attention_mask=mask, content_mask=content, pooled=pooled)
+
+    @torch.no_grad()  # not inference mode: the trained layers take these tensors into autograd
+    def lower_hidden(self, batch: dict[str, Tensor]) -> Tensor:
+        """The hidden states (B, L, H) after the embeddings and the ``frozen_below`` fixed layers."""
+        if self.frozen_below is None:
+            raise ConfigError("only a student with student.trainable_layers=K has fixed lower layers to cache")
+        return self._views()[0](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+
+    def _views(self) -> tuple[nn.Module, nn.Module]:
+        """(lower, upper): the backbone cut below its first trained layer, sharing every parameter.
+
+        Each view is the model's own forward over a slice of its layer list, so masks, attention
+        implementation and dtype handling stay the library's; the upper view's embedding layer
+        passes given hidden states through. Not registered as submodules: no duplicate weights.
+        """
+        if self._split_views is None:
+            layers = self.backbone.encoder.layer
+            cut = self.frozen_below
+            views = (_backbone_view(self.backbone, layers[:cut]),
+                     _backbone_view(self.backbone, layers[cut:], embeddings=_GivenHidden()))
+            object.__setattr__(self, "_split_views", views)
+        return self._split_views
 
     @torch.inference_mode()
     def encode(self, texts: list[str], role: Role = "query", batch_size: int = 64, tokens: bool = False,
@@ -208,7 +248,11 @@ class Encoder(nn.Module):
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write an HF folder (+ sentence-transformers modules) atomically: complete or absent."""
         with atomic_dir(path) as tmp:
-            self.backbone.save_pretrained(tmp, safe_serialization=True)
+            if self.lora_config is None:
+                self.backbone.save_pretrained(tmp, safe_serialization=True)
+            else:  # a plain Hugging Face folder (adapters merged), and the adapter on its own
+                self.backbone.save_pretrained(tmp, state_dict=merged_lora_state(self.backbone), safe_serialization=True)
+                _save_lora_adapter(self.backbone, self.lora_config, tmp / LORA_DIR)
             self.tokenizer.save_pretrained(tmp)
             (tmp / ENCODER_CONFIG).write_text(json.dumps(self.encoder_config(), indent=2) + "\n")
             if self.projection is not None:
@@ -257,6 +301,7 @@ def load_encoder(
     frozen: bool = False,
     freeze_embeddings: bool = False,
     trainable_layers: int | None = None,
+    lora: dict | None = None,
     cache_dir: str | None = None,
     setting: str = "model_name_or_path",
 ) -> Encoder:
@@ -265,8 +310,11 @@ def load_encoder(
     ``target_dim`` is the teacher's embedding size, passed by the pipeline for the student: with
     ``projection=True`` a linear map to it is added; without, the sizes must already agree.
     ``setting`` names where the model was configured (``teacher.model_name_or_path``), for messages.
-    ``trainable_layers=k`` trains only the top ``k`` transformer layers (and the projection).
+    ``trainable_layers=k`` trains only the top ``k`` transformer layers (and the projection);
+    ``lora={r, alpha, dropout, target_modules}`` trains low-rank adapters instead of the weights.
     """
+    if trainable_layers is not None and lora is not None and not frozen:  # before minutes of loading
+        raise ConfigError("student.trainable_layers and student.lora both choose what trains: set one of them to null")
     if (Path(model_name_or_path) / ENCODER_CONFIG).is_file():  # a student saved by an earlier run
         encoder = Encoder.from_pretrained(model_name_or_path, frozen=frozen)
     else:
@@ -293,7 +341,61 @@ def load_encoder(
         )
     if trainable_layers is not None and not frozen:
         train_top_layers(encoder, trainable_layers)
+    if lora is not None and not frozen:
+        add_lora(encoder, **dict(lora))
     return encoder
+
+
+def add_lora(encoder: Encoder, r: int = 8, alpha: float = 16, dropout: float = 0.0,
+             target_modules: list[str] | tuple[str, ...] = ("query", "key", "value", "dense")) -> Encoder:
+    """Freeze the backbone and inject PEFT LoRA adapters (rank ``r``) into its ``target_modules`` linears.
+
+    Why: the update is a low-rank ``B @ A`` beside each frozen weight, so the student cannot wander
+    far from the pretrained model, and a job's trained state is a few MB. The projection stays trainable.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ConfigError(f"student.lora.r={r!r}: the adapter rank must be an integer >= 1 (e.g. 8)")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"student.lora.dropout={dropout!r}: must be in [0, 1)")
+    names = {n.rsplit(".", 1)[-1] for n, m in encoder.backbone.named_modules() if isinstance(m, nn.Linear)}
+    unknown = sorted(set(target_modules) - names)
+    if unknown:
+        raise ConfigError(f"student.lora.target_modules: {', '.join(unknown)} name no linear layer of this backbone; "
+                          f"choose from {', '.join(sorted(names))}")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=float(dropout), target_modules=list(target_modules),
+                        bias="none")
+    encoder.backbone.requires_grad_(False)
+    inject_adapter_in_model(config, encoder.backbone)
+    for name, param in encoder.backbone.named_parameters():
+        param.requires_grad_("lora_" in name)
+    encoder.lora_config = config
+    return encoder
+
+
+def merged_lora_state(backbone: PreTrainedModel) -> dict[str, Tensor]:
+    """The backbone's weights with every adapter folded in (W + B A * alpha / r), under plain HF names."""
+    from peft.tuners.lora import LoraLayer
+
+    state = {k.replace(".base_layer.", "."): v.detach().clone() for k, v in backbone.state_dict().items()
+             if "lora_" not in k}
+    for name, module in backbone.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                state[f"{name}.weight"] += module.get_delta_weight(adapter).detach().to(state[f"{name}.weight"].dtype)
+    return state
+
+
+def _save_lora_adapter(backbone: PreTrainedModel, config, folder: Path) -> None:
+    from peft import get_peft_model_state_dict
+
+    folder.mkdir()
+    config.save_pretrained(str(folder))
+    # PeftModel's key layout (base_model.model.<module path>), so PeftModel.from_pretrained(base, folder) loads it
+    adapter = {f"base_model.model.{k}": v.detach().cpu().contiguous()
+               for k, v in get_peft_model_state_dict(backbone).items()}
+    save_file(adapter, folder / "adapter_model.safetensors")
 
 
 def train_top_layers(encoder: Encoder, k: int) -> Encoder:
@@ -311,7 +413,33 @@ def train_top_layers(encoder: Encoder, k: int) -> Encoder:
     encoder.backbone.requires_grad_(False)
     for layer in list(layers)[len(layers) - k:]:
         layer.requires_grad_(True)
-    return encoder
+    encoder.frozen_below = len(layers) - k
+    object.__setattr__(encoder, "_split_views", None)
+    return encoder.train(encoder.training)
+
+
+class _GivenHidden(nn.Module):
+    """Stands in for the embedding layer of the upper view: returns the hidden states it is given."""
+
+    def forward(self, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None, **_: object) -> Tensor:
+        return inputs_embeds
+
+
+def _backbone_view(backbone: PreTrainedModel, layers: nn.ModuleList, embeddings: nn.Module | None = None) -> nn.Module:
+    """A shallow copy of ``backbone`` whose encoder runs only ``layers`` (parameters are shared, not copied)."""
+    view = copy.copy(backbone)
+    view._modules = dict(backbone._modules)
+    encoder = copy.copy(backbone.encoder)
+    encoder._modules = dict(backbone.encoder._modules)
+    encoder._modules["layer"] = layers
+    view._modules["encoder"] = encoder
+    if embeddings is not None:
+        view._modules["embeddings"] = embeddings
+    return view
+
+
+def _lower_modules(backbone: PreTrainedModel, n_layers: int) -> list[nn.Module]:
+    return [backbone.embeddings, *list(backbone.encoder.layer)[:n_layers]]
 
 
 def _load_error(name: str, location: str, offline: bool, setting: str, cause: Exception) -> ModelLoadError:
