@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES
+from conftest import FIXTURES, SW_BITEXT
 
 from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation import EvalSuite, evaluate_run, load_retrieval_dir, load_translation_set
@@ -180,3 +180,36 @@ def test_role_pairings_give_the_ceilings_a_perfect_student_would_reach(tiny_pair
     assert rows["x query -> en query"] == rows["x query -> en passage"]
     assert list(role_pairings(student, teacher, afriqa, ["P@1"], translation=False)) == [
         "x query -> en passage", "en query -> en passage"]
+
+
+def test_long_dev_pairs_join_consecutive_held_out_pairs_on_both_sides():
+    from optical_lightning.data.bitext import read_bitext
+    from optical_lightning.evaluation.suite import long_pairs
+
+    pairs = read_bitext(SW_BITEXT, "sw")
+    joined = long_pairs(pairs[:10], 4)  # two full groups; the last 2 pairs make no paragraph
+    assert len(joined) == 2
+    assert joined[1].en == " ".join(p.en for p in pairs[4:8]) and joined[1].tgt == " ".join(p.tgt for p in pairs[4:8])
+
+
+def test_passages_dev_set_is_graded_by_the_teachers_english_ranking(tmp_path):
+    import shutil
+
+    from optical_lightning.evaluation.datasets import read_queries
+
+    shutil.copytree(EVAL / "retrieval" / "afriqa-sw-en", tmp_path / "retrieval" / "afriqa-sw-en")
+    english = read_queries(EVAL / "retrieval" / "afriqa-sw-en" / "queries.en.tsv")
+    (tmp_path / "translation" / "sw").mkdir(parents=True)
+    # the Swahili column holds the English question too: a student equal to the teacher then copies its ranking
+    rows = [f"{q}\t{t}\t{t}" for q, t in list(english.items())[:8]]
+    (tmp_path / "translation" / "sw" / "afriqa-questions-dev.tsv").write_text("id\ten\tsw\n" + "\n".join(rows) + "\n")
+    suite = EvalSuite(str(tmp_path), "sw", ["afriqa-passages-dev"], metrics=["nDCG@10"])
+    suite.load()
+    assert suite.available()["afriqa-passages-dev"] == ["sw"]
+    teacher = tiny_encoder(seed=0, frozen=True)
+    same = suite.evaluate(teacher, teacher, "zero_shot")["afriqa-passages-dev-sw-en"]["nDCG@10"]
+    other = suite.evaluate(tiny_encoder(seed=5), teacher, "trained")["afriqa-passages-dev-sw-en"]["nDCG@10"]
+    qrels = suite.sets["afriqa-passages-dev-sw-en"].qrels
+    assert len(qrels) == 8 and all(sorted(g.values()) == list(range(1, 11)) for g in qrels.values())
+    assert same == pytest.approx(1.0) and other < 0.9
+    assert "afriqa-passages-dev-sw-en" not in suite.evaluate(teacher, teacher, "teacher_en")

@@ -135,3 +135,4 @@ def test_lora_settings_are_checked():
         add_lora(student, r=0)
     with pytest.raises(ConfigError, match="set one of them to null"):
         load_encoder("unused", trainable_layers=1, lora={"r": 4})
+

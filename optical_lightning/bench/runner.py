@@ -181,7 +181,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += ["", f"Teacher cache: live {tc['live_step_s']:.3f} s vs cached {tc['cached_step_s']:.3f} s per step; "
               f"loss {tc['loss_live']:.6f} live vs {tc['loss_cached']:.6f} cached (|diff| {tc['abs_diff']:.1e}). The teacher's "
               f"forward pass takes {tc['teacher_forward_s']:.3f} s ({100 * tc['teacher_share']:.0f}% of the live step), so "
-              f"no cache can make this step more than {tc['speedup_bound']:.2f}x faster.", "",
+              f"no cache can make this step more than {tc['speedup_bound']:.2f}x faster. Building the batch takes "
+              f"{1000 * tc['collate_live_s']:.1f} ms live (tokenising) and {1000 * tc['collate_cached_s']:.1f} ms cached.", "",
               "| encoding | texts | ours (texts/s) | bare forward (texts/s) | ratio |", "|---|---|---|---|---|"]
     for name, e in r["encoding"].items():
         lines.append(f"| {name} ({e['role']}, batch {e['batch_size']}, {e['precision']}) | {e['texts']} | "

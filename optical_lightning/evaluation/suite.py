@@ -24,13 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optical_lightning.data.bitext import BitextPair
+from optical_lightning.data.bitext import BitextPair, read_bitext
 from optical_lightning.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import (
     RetrievalSet,
+    file_key,
     load_retrieval_dir,
     load_translation_set,
+    read_docs,
     translation_set,
 )
 from optical_lightning.evaluation.distributed import encode_shared
@@ -41,6 +43,12 @@ from optical_lightning.precision import inference_dtype
 
 log = logging.getLogger(__name__)
 RETRIEVAL_DIRS = ("afriqa", "udhr")
+#: dev sets whose relevance comes from the teacher: name -> (retrieval folder of the collection, bitext of
+#: held-out questions). Each held-out question's gold list is the teacher's top ``PSEUDO_DEPTH`` passages for
+#: its English side (graded by rank), so the set measures, with no test query and no qrels, how closely the
+#: student's ranking for the <lang> question follows the teacher's ranking for the English one.
+PSEUDO_SETS = {"afriqa-passages-dev": ("afriqa", "afriqa-questions-dev")}
+PSEUDO_DEPTH = 10
 SCORINGS = ("pooled", "maxsim")
 
 
@@ -61,6 +69,7 @@ class EvalSuite:
         zero_shot: bool = True,
         upper_bound: bool = True,
         bitext_val: bool = True,
+        bitext_val_long: int = 0,
         precision: str = "auto",
         faiss: bool = False,
     ) -> None:
@@ -79,10 +88,13 @@ class EvalSuite:
         self.domain_set_names = [n for n in dict.fromkeys(as_list(domain_sets)) if n not in self.set_names]
         self.max_queries, self.batch_size, self.seed, self.top_k = max_queries, batch_size, seed, top_k
         self.zero_shot, self.upper_bound, self.bitext_val = zero_shot, upper_bound, bitext_val
+        require_int("eval.bitext_val_long", bitext_val_long, minimum=0)
+        self.bitext_val_long = bitext_val_long
         self.cache = EmbeddingCache(cache_dir)
         self.sets: dict[str, RetrievalSet] = {}
         self.skipped: dict[str, str] = {}
         self.per_query: dict[str, dict[str, dict[str, float]]] = {}
+        self.pseudo: set[str] = set()  # sets whose qrels the teacher's English ranking makes (PSEUDO_SETS)
 
     def available(self) -> dict[str, list[str]]:
         """Set name -> the languages it exists for under ``data_dir``."""
@@ -92,6 +104,10 @@ class EvalSuite:
             found.setdefault(name, set()).add(lang)
         for path in (self.data_dir / "translation").glob("*/*.tsv"):
             found.setdefault(path.stem, set()).add(path.parent.name)
+        for name, (collection, questions) in PSEUDO_SETS.items():
+            langs = found.get(collection, set()) & found.get(questions, set())
+            if langs:
+                found[name] = langs
         return {name: sorted(langs) for name, langs in sorted(found.items())}
 
     def load(self) -> dict[str, RetrievalSet]:
@@ -109,6 +125,20 @@ class EvalSuite:
             log.warning("eval.sets: %s exist(s) for no language under %s (sets there: %s)", unknown, self.data_dir,
                         ", ".join(available))
         for name in [*self.set_names, *self.domain_set_names]:
+            if name in PSEUDO_SETS:
+                collection, questions = PSEUDO_SETS[name]
+                folder = self.data_dir / "retrieval" / f"{collection}-{self.lang}-en"
+                path = self.data_dir / "translation" / self.lang / f"{questions}.tsv"
+                if not (folder / "docs.tsv").is_file() or not path.is_file():
+                    self.skipped[name] = f"not found: {folder / 'docs.tsv'} or {path}"
+                    log.info("eval set %s skipped for lang=%s (%s)", name, self.lang, self.skipped[name])
+                    continue
+                pairs = read_bitext(path, self.lang)
+                rs = RetrievalSet(f"{name}-{self.lang}-en", {p.id: p.tgt for p in pairs}, read_docs(folder / "docs.tsv"),
+                                  {}, {p.id: p.en for p in pairs}, file_key(folder / "docs.tsv"))
+                self.sets[rs.name] = rs.subsample_queries(self.max_queries, self.seed)
+                self.pseudo.add(rs.name)
+                continue
             if name in RETRIEVAL_DIRS:
                 path = self.data_dir / "retrieval" / f"{name}-{self.lang}-en"
                 loader = lambda p=path, n=name: load_retrieval_dir(p, f"{n}-{self.lang}-en")  # noqa: E731
@@ -133,6 +163,8 @@ class EvalSuite:
         retrieval metric for model selection and sweepers that never touches a test set."""
         if pairs and self.bitext_val:
             self.sets["bitext-val"] = translation_set(pairs, "bitext-val")
+            if self.bitext_val_long > 1 and len(pairs) >= 2 * self.bitext_val_long:
+                self.sets["bitext-val-long"] = translation_set(long_pairs(pairs, self.bitext_val_long), "bitext-val-long")
 
     # ------------------------------------------------------------------ encoding
     def _docs(self, teacher: Encoder, rs: RetrievalSet) -> tuple[list[str], dict[str, Any]]:
@@ -142,6 +174,14 @@ class EvalSuite:
                                    with_tokens="maxsim" in self.scoring, batch_size=self.batch_size,
                                    precision=self.precision)
         return docids, docs
+
+    def _teacher_qrels(self, teacher: Encoder, rs: RetrievalSet, docids: list[str], docs: Any) -> dict[str, dict[str, int]]:
+        """Graded pseudo-relevance: the teacher's top ``PSEUDO_DEPTH`` passages for each English question."""
+        qids = list(rs.queries_en)
+        vectors = encode_shared(teacher, [rs.queries_en[q] for q in qids], "query", self.batch_size, precision=self.precision)
+        run = pooled_search(vectors, docs, qids, docids, PSEUDO_DEPTH)
+        ranked = {q: sorted(hits, key=hits.get, reverse=True) for q, hits in run.items()}
+        return {q: {d: PSEUDO_DEPTH - i for i, d in enumerate(top[:PSEUDO_DEPTH])} for q, top in ranked.items()}
 
     def _search(self, encoder: Encoder, queries: dict[str, str], docids: list[str], docs: Any, scoring: str) -> dict:
         qids = list(queries)
@@ -164,9 +204,11 @@ class EvalSuite:
         results: dict[str, dict[str, float]] = {}
         for rs in self.sets.values():
             queries = rs.queries_en if stage == "teacher_en" else rs.queries
-            if not queries:
+            if not queries or (stage == "teacher_en" and rs.name in self.pseudo):  # the teacher scores 1 by construction
                 continue
             docids, docs = self._docs(teacher, rs)
+            if rs.name in self.pseudo and not rs.qrels:
+                rs.qrels.update(self._teacher_qrels(teacher, rs, docids, docs["pooled"]))
             for scoring in self.scoring:
                 t0 = time.time()
                 run = self._search(query_encoder, queries, docids, docs[scoring], scoring)
@@ -178,3 +220,14 @@ class EvalSuite:
                 log.info("%s %s: %s (%.1fs)", stage, name,
                          ", ".join(f"{k}={v:.3f}" for k, v in mean.items()), time.time() - t0)
         return results
+
+
+def long_pairs(pairs: list[BitextPair], group: int) -> list[BitextPair]:
+    """Paragraph-length pairs: each ``group`` consecutive held-out pairs joined into one, both sides.
+
+    Why: the training pairs are single sentences, but some test sets (UDHR) query with whole
+    articles; this is the dev view of how the student handles long inputs, carved from held-out
+    training data only.
+    """
+    return [BitextPair(f"long{i // group}", " ".join(p.en for p in chunk), " ".join(p.tgt for p in chunk), "long")
+            for i in range(0, len(pairs) - group + 1, group) if len(chunk := pairs[i:i + group]) == group]
