@@ -89,7 +89,7 @@ _study:
 	$(study)
 
 test: install  ## the default test suite (< 15 min on 2 CPU cores)
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-full: install  ## every test, including the slow ones
 	$(PYTHON) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)

@@ -54,12 +54,19 @@ def rows(run: Path, against: Path | None = None) -> list[tuple[str, str, dict[st
     return out
 
 
-def table(found: list[tuple[str, str, dict[str, float], float, float]]) -> str:
-    lines = ["| set | metric | n | zero-shot | trained | trained − zero-shot [95% CI] | p |", "|---|---|---|---|---|---|---|"]
+def table(found: list[tuple[str, str, dict[str, float], float, float]], base: str = "zero-shot",
+          this: str = "trained") -> str:
+    lines = [f"| set | metric | n | {base} | {this} | {this} − {base} [95% CI] | p |", "|---|---|---|---|---|---|---|"]
     for name, metric, t, zero, trained in found:
         lines.append(f"| {name} | {metric} | {t['n']} | {zero:.3f} | {trained:.3f} | {t['diff']:+.3f} "
                      f"[{t['low']:+.3f}, {t['high']:+.3f}] | {t['p']:.3g} |")
     return "\n".join(lines) + "\n"
+
+
+def _label(run: Path) -> str:
+    """A run's loss (``distill.name``) for a column header, else its directory name."""
+    distill = _read(run / "results.json").get("config", {}).get("distill", {})
+    return str(distill.get("name") or run.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None and not (folder / "results.json").is_file():
             print(f"error: {folder} holds no complete run (results.json); pass a run directory", file=sys.stderr)
             return 2
-    text = table(rows(run, against))
+    text = table(rows(run, against)) if against is None else table(rows(run, against), _label(against), _label(run))
     print(text)
     if args.out:
         atomic_write_text(Path(args.out), text)
