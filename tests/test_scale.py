@@ -22,6 +22,7 @@ def results_under(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("outputs/**/results.json"))]
 
 
+@pytest.mark.slow  # 1-2 min on 2 cores: `make test-full` (the default suite stays under 15 min)
 def test_ddp_multirun_runs_each_job_once_with_two_processes(tmp_path):
     proc = run_cli(*TINY_MODELS, *EVAL, f"data.train={SW_BITEXT}", "trainer=ddp_sim",
                    "experiment=smoke", "seed=1,2", cwd=tmp_path, multirun=True, timeout=600)
@@ -63,6 +64,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # 1-2 min on 2 cores: `make test-full` (the default suite stays under 15 min)
 def test_a_run_killed_by_sigterm_resumes_to_the_same_result(tmp_path):
     common = [*TINY_MODELS, *EVAL, f"data.train={SW_BITEXT}", "data.val_size=32", "callbacks=default",
               "callbacks.plan_figure=null",

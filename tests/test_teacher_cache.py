@@ -45,6 +45,7 @@ def test_a_second_run_reuses_the_shards_and_ignores_a_broken_one(tmp_path):
     assert other_teacher.prepare(TEXTS[:5])["encoded"] == 5  # keyed by the teacher's weights
 
 
+@pytest.mark.slow  # about 1 min on 2 cores: `make test-full` (the default suite stays under 15 min)
 def test_training_from_the_cache_gives_the_same_loss(tmp_path):
     common = (*TINY_MODELS, f"eval.data_dir={FIXTURES / 'eval'}", "eval.sets=[tico19-test]", f"data.train={SW_BITEXT}",
               "data.val_size=32", "trainer.max_steps=8", "trainer.precision=32-true", "eval.precision=32",
