@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from optical_lightning.data.teacher_cache import text_key
+from optical_lightning.errors import ConfigError
 
 if TYPE_CHECKING:
     from optical_lightning.models.encoder import Encoder
@@ -28,8 +29,6 @@ class FrozenLayersCache:
 
     def __init__(self, student: Encoder, role: str = "query", batch_size: int = 64) -> None:
         if student.frozen_below is None:
-            from optical_lightning.errors import ConfigError
-
             raise ConfigError("data.student_cache=true needs fixed lower layers: set student.trainable_layers=K "
                               "(e.g. 2), or data.student_cache=false")
         self.student, self.role, self.batch_size = student, role, batch_size

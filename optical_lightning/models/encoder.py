@@ -184,7 +184,7 @@ class Encoder(nn.Module):
             cut = self.frozen_below
             views = (_backbone_view(self.backbone, layers[:cut]),
                      _backbone_view(self.backbone, layers[cut:], embeddings=_GivenHidden()))
-            object.__setattr__(self, "_split_views", views)
+            self._split_views = views  # a tuple, so nn.Module does not register the views as submodules
         return self._split_views
 
     @torch.inference_mode()
@@ -414,7 +414,7 @@ def train_top_layers(encoder: Encoder, k: int) -> Encoder:
     for layer in list(layers)[len(layers) - k:]:
         layer.requires_grad_(True)
     encoder.frozen_below = len(layers) - k
-    object.__setattr__(encoder, "_split_views", None)
+    encoder._split_views = None  # the cut moved: rebuild the views on next use
     return encoder.train(encoder.training)
 
 
