@@ -133,6 +133,6 @@ def test_lora_settings_are_checked():
         add_lora(student, target_modules=["attn"])
     with pytest.raises(ConfigError, match=r"lora\.r=0"):
         add_lora(student, r=0)
-    with pytest.raises(ConfigError, match="set one of them to null"):
+    with pytest.raises(ConfigError, match="add student.trainable_layers=null"):
         load_encoder("unused", trainable_layers=1, lora={"r": 4})
 

@@ -47,7 +47,7 @@ def bench_student_variants(cfg: DictConfig, build_student: Callable[..., Encoder
         steps[name]["trainable_params"] = sum(p.numel() for p in student.parameters() if p.requires_grad)
         return bench
 
-    full = timed("full", build_student())
+    full = timed("full", build_student(trainable_layers=None))
     top = build_student(trainable_layers=k)
     top_bench = timed(f"top{k}", top)
     cache = FrozenLayersCache(top)
@@ -56,10 +56,10 @@ def bench_student_variants(cfg: DictConfig, build_student: Callable[..., Encoder
     loss_live, loss_cached = top_bench.loss(), top_bench.loss(student_cache=cache)
     del top, top_bench, cache
     if v.lora:
-        timed("lora", build_student(lora=OmegaConf.to_container(v.lora)))
+        timed("lora", build_student(trainable_layers=None, lora=OmegaConf.to_container(v.lora)))
     compile_s = None
     if v.compile:
-        student = build_student()
+        student = build_student(trainable_layers=None)
         student.backbone.compile(dynamic=True)
         bench = make_bench(student)
         step = bench.step_fn("optical")

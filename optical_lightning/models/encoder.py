@@ -314,7 +314,8 @@ def load_encoder(
     ``lora={r, alpha, dropout, target_modules}`` trains low-rank adapters instead of the weights.
     """
     if trainable_layers is not None and lora is not None and not frozen:  # before minutes of loading
-        raise ConfigError("student.trainable_layers and student.lora both choose what trains: set one of them to null")
+        raise ConfigError(f"student.trainable_layers={trainable_layers} and student.lora both choose what trains: "
+                          "add student.trainable_layers=null to train LoRA adapters")
     if (Path(model_name_or_path) / ENCODER_CONFIG).is_file():  # a student saved by an earlier run
         encoder = Encoder.from_pretrained(model_name_or_path, frozen=frozen)
     else:
