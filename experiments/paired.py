@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--against", default=None, help="another run: compare trained with its trained stage")
+    parser.add_argument("--labels", nargs=2, metavar=("AGAINST", "RUN"), default=None,
+                        help="column names for --against's run and RUN (default: their distill.name)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     run, against = Path(args.run_dir), Path(args.against) if args.against else None
@@ -80,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         if folder is not None and not (folder / "results.json").is_file():
             print(f"error: {folder} holds no complete run (results.json); pass a run directory", file=sys.stderr)
             return 2
-    text = table(rows(run, against)) if against is None else table(rows(run, against), _label(against), _label(run))
+    if against is None:
+        text = table(rows(run))
+    else:
+        labels = args.labels or (_label(against), _label(run))
+        text = table(rows(run, against), *labels)
     print(text)
     if args.out:
         atomic_write_text(Path(args.out), text)

@@ -50,3 +50,17 @@ def test_against_compares_the_trained_stages_of_two_runs(tmp_path):
                            "--against", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "| flores200-devtest-sw-en | P@1 | 10 | 0.500 | 0.800 | +0.300 [" in proc.stdout
+
+
+def test_labels_name_the_two_columns(tmp_path):
+    for name, hits in (("a", 8), ("b", 5)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({"config": {"distill": {"name": "optical"}}}))
+        (run / "per_query.json").write_text(json.dumps({
+            "flores200-devtest-sw-en/trained": {f"q{i}": {"P@1": float(i < hits)} for i in range(10)}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "paired.py"), str(tmp_path / "a"),
+                           "--against", str(tmp_path / "b"), "--labels", "full", "top 2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| set | metric | n | full | top 2 | top 2 − full [95% CI] | p |" in proc.stdout
