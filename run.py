@@ -1,6 +1,6 @@
 """Entry point: `python run.py [group=option ...] [key=value ...]`, or `python run.py -m ...` to sweep.
 
-Thin by design: compose the config with Hydra, hand it to `optical_lightning.train.run`, and
+Thin by design: compose the config with Hydra, hand it to `optical_lightning.training.pipeline.run`, and
 return the metric a sweeper optimises. User mistakes are printed as one line, not a traceback
 (``HYDRA_FULL_ERROR=1`` shows it); a run stopped by Ctrl-C or SIGTERM says how to resume and exits
 with 128 + the signal number.
@@ -16,19 +16,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from optical_lightning.config import register_resolvers
-from optical_lightning.errors import RunInterrupted, user_error
+from optical_lightning.utils.config import register_resolvers
+from optical_lightning.utils.errors import RunInterrupted, user_error
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from optical_lightning.launch import needs_own_process, run_in_own_process
-    from optical_lightning.train import run  # heavy imports after Hydra has parsed the command line
+    # heavy imports after Hydra has parsed the command line
+    from optical_lightning.training.launch import needs_own_process, run_in_own_process
+    from optical_lightning.training.pipeline import run
 
     try:
-        # a DDP job of a multirun runs as a single run in its own process (see optical_lightning/launch.py)
+        # a DDP job of a multirun runs as a single run in its own process (see optical_lightning/training/launch.py)
         results = run_in_own_process(cfg, Path(__file__)) if needs_own_process(cfg) else run(cfg)
     except RunInterrupted as e:  # Ctrl-C or SIGTERM during training: say where the checkpoint is
         print(f"{e}", file=sys.stderr)

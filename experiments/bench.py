@@ -10,8 +10,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from optical_lightning.config import register_resolvers
-from optical_lightning.errors import user_error
+from optical_lightning.utils.config import register_resolvers
+from optical_lightning.utils.errors import user_error
 
 register_resolvers()
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from optical_lightning.atomic import atomic_write_json, atomic_write_text
-from optical_lightning.config import build, register_resolvers
-from optical_lightning.errors import user_error
 from optical_lightning.evaluation.ceilings import role_pairings
 from optical_lightning.evaluation.suite import RETRIEVAL_DIRS
+from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
+from optical_lightning.utils.config import build, register_resolvers
+from optical_lightning.utils.errors import user_error
 
 register_resolvers()
 

@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from optical_lightning.atomic import atomic_write_text
 from optical_lightning.evaluation.significance import paired_test
-from optical_lightning.sweeps import DEFAULT_HEADLINE, HEADLINE
+from optical_lightning.reporting.sweeps import DEFAULT_HEADLINE, HEADLINE
+from optical_lightning.utils.atomic import atomic_write_text
 
 
 def _read(path: Path) -> dict:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optical_lightning.report import render
+from optical_lightning.reporting.report import render
 
 HERE = Path(__file__).resolve().parent
 

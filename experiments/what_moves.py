@@ -15,11 +15,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from optical_lightning.atomic import atomic_write_json, atomic_write_text
-from optical_lightning.config import build, register_resolvers
-from optical_lightning.errors import ConfigError, user_error
 from optical_lightning.evaluation.drift import weight_drift
 from optical_lightning.models.encoder import Encoder
+from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
+from optical_lightning.utils.config import build, register_resolvers
+from optical_lightning.utils.errors import ConfigError, user_error
 
 register_resolvers()
 

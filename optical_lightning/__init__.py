@@ -1,11 +1,12 @@
 """optical-lightning: OPTICAL optimal-transport distillation for cross-lingual retrieval.
 
-The package reads in the order data flows:
-``data`` (bitext) -> ``models`` (teacher/student encoders) -> ``losses`` (OT and MSE heads)
--> ``module`` (LightningModule) -> ``train`` (the Hydra-driven pipeline and its results).
+The package reads in the order data flows (README, *Code map*): ``prepare`` (builds ``data/``) ->
+``data`` (bitext, batches) -> ``models`` (teacher/student encoders) -> ``losses`` (OT and MSE heads)
+-> ``training`` (LightningModule and the Hydra-driven pipeline) -> ``evaluation`` -> ``search``
+-> ``reporting``, with ``utils`` beneath all of them and ``bench`` timing them.
 """
 
-from optical_lightning.errors import ConfigError, DataError, ModelLoadError, OpticalError
+from optical_lightning.utils.errors import ConfigError, DataError, ModelLoadError, OpticalError
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "DataError", "ModelLoadError", "OpticalError", "__version__"]

@@ -17,13 +17,13 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from optical_lightning.atomic import atomic_write_text
-from optical_lightning.errors import DataError, ModelLoadError, OpticalError, require_int, user_error
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import file_key, read_docs, read_qrels, read_queries
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import Run, maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder, load_encoder
+from optical_lightning.utils.atomic import atomic_write_text
+from optical_lightning.utils.errors import DataError, ModelLoadError, OpticalError, require_int, user_error
 
 
 def load_models(run_dir: str | None, query_model: str | None, doc_model: str | None) -> tuple[Encoder, Encoder]:

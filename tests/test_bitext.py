@@ -8,7 +8,7 @@ import pytest
 from conftest import SO_BITEXT, SW_BITEXT
 
 from optical_lightning.data import BitextDataModule, BitextStats, clean_pairs, read_bitext, split_pairs
-from optical_lightning.errors import ConfigError, DataError
+from optical_lightning.utils.errors import ConfigError, DataError
 
 
 def test_reads_real_tico19_rows_with_quotes_intact():

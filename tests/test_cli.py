@@ -14,9 +14,9 @@ import torch
 import yaml
 from conftest import FIXTURES, SO_BITEXT, SW_BITEXT, TINY, TINY_MODELS, compose_config, run_cli
 
-from optical_lightning.errors import user_error
 from optical_lightning.models.encoder import Encoder
-from optical_lightning.train import run
+from optical_lightning.training.pipeline import run
+from optical_lightning.utils.errors import user_error
 
 
 def run_dirs(root: Path) -> list[Path]:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from test_module import make, mean_val_loss, trainer
 
-from optical_lightning.errors import ConfigError
 from optical_lightning.losses.contrastive import in_batch_infonce
-from optical_lightning.module import check_loss_weights
+from optical_lightning.training.module import check_loss_weights
+from optical_lightning.utils.errors import ConfigError
 
 
 def test_orthogonal_pairs_match_the_closed_form():

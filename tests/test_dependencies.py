@@ -133,7 +133,7 @@ def test_an_undeclared_import_is_found(tmp_path):
     stripped.write_text(re.sub(r'^\s*"matplotlib[^"]*",.*\n', "", text, flags=re.M))
     problems = undeclared_imports(stripped)
     assert problems and all("matplotlib" in p for p in problems), problems
-    assert any(p.startswith("optical_lightning/plots.py:") for p in problems), problems
+    assert any(p.startswith("optical_lightning/reporting/plots.py:") for p in problems), problems
 
 
 @pytest.mark.parametrize("module", ["faiss", "datasets"])

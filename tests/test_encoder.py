@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from optical_lightning.errors import ConfigError, ModelLoadError
 from optical_lightning.models.encoder import Encoder, load_encoder, train_top_layers
 from optical_lightning.models.tiny import tiny_encoder
+from optical_lightning.utils.errors import ConfigError, ModelLoadError
 
 TEXTS = ["Watu wengi wamepona.", "Dalili za COVID-19 ni homa na kikohozi kikavu."]
 

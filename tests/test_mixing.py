@@ -10,7 +10,7 @@ from conftest import FIXTURES, SW_BITEXT
 
 from optical_lightning.data.datamodule import BitextDataModule
 from optical_lightning.data.mixing import MixtureSampler
-from optical_lightning.errors import ConfigError
+from optical_lightning.utils.errors import ConfigError
 
 MIXED = FIXTURES / "train.mixed.en-sw.tsv"  # 6 sources x 30 rows, with a `source` column
 SOFTWARE = ["kolibri", "django", "mediawiki", "wordpress"]

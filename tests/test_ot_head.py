@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from optical_lightning.errors import ConfigError
 from optical_lightning.losses.ot import OTDistillationHead, cosine_cost
+from optical_lightning.utils.errors import ConfigError
 
 
 def clouds(b=3, n=7, m=5, d=16, seed=0):

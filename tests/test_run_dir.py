@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SW_BITEXT, TINY, cli_env, compose_config, run_cli
 
-from optical_lightning.errors import user_error
-from optical_lightning.train import run
+from optical_lightning.training.pipeline import run
+from optical_lightning.utils.errors import user_error
 
 CHECKPOINTED = [a for a in TINY if a != "callbacks=none"] + [
     "callbacks.plan_figure=null", f"data.train={SW_BITEXT}", "data.val_size=32", "data.batch_size=4",

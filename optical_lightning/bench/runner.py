@@ -17,16 +17,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from optical_lightning.atomic import atomic_write_json, atomic_write_text
 from optical_lightning.bench.default_run import latest_default_runs
 from optical_lightning.bench.encoding import bench_encoding
 from optical_lightning.bench.ot_scaling import bench_ot_scaling
 from optical_lightning.bench.steps import StepBench, bench_steps, pick_pairs
 from optical_lightning.bench.student_variants import bench_student_variants
-from optical_lightning.errors import DataError
 from optical_lightning.evaluation.datasets import load_retrieval_dir
-from optical_lightning.precision import training_precision
-from optical_lightning.resources import machine, peak_rss_mb, prompt_memory_return
+from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
+from optical_lightning.utils.errors import DataError
+from optical_lightning.utils.precision import training_precision
+from optical_lightning.utils.resources import machine, peak_rss_mb, prompt_memory_return
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     log.info("training steps (batch %d, ~%d tokens a side, %s)", b.batch_size, b.tokens, precision)
     step_bench = StepBench(teacher, student, lambda loss: head_factory(loss=loss), instantiate(cfg.optim.optimizer),
                            pairs, precision, device)
-    with prompt_memory_return():  # the allocator settings training runs under (optical_lightning/train.py)
+    with prompt_memory_return():  # the allocator settings training runs under (optical_lightning/training/pipeline.py)
         steps = bench_steps(step_bench, list(b.variants), b.warmup, b.repeats)
         variants = None
         if b.get("student_variants"):

@@ -25,12 +25,12 @@ from torch import Tensor
 
 from optical_lightning.bench.measure import time_call
 from optical_lightning.data.bitext import BitextPair
+from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.losses.ot import OTDistillationHead
-from optical_lightning.models.collate import PairCollator
 from optical_lightning.models.encoder import Encoder
-from optical_lightning.module import DistillationModule
+from optical_lightning.training.module import DistillationModule
 
 # variant -> (OT loss or None, ot_weight, mse_weight, student sees English too)
 VARIANTS: dict[str, tuple[str | None, float, float, bool]] = {

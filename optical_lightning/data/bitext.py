@@ -8,7 +8,7 @@ Two formats are accepted:
 * **JSONL** (``.jsonl``/``.json``): one object per line with the keys ``en`` and the language
   code (and optionally ``id``).
 
-Malformed input raises :class:`~optical_lightning.errors.DataError` naming the file, the line and
+Malformed input raises :class:`~optical_lightning.utils.errors.DataError` naming the file, the line and
 what was expected; it is never skipped silently.
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optical_lightning.errors import DataError
-from optical_lightning.textfiles import jsonl_rows, read_lines
+from optical_lightning.utils.errors import DataError
+from optical_lightning.utils.textfiles import jsonl_rows, read_lines
 
 
 @dataclass(frozen=True)

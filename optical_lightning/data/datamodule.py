@@ -7,7 +7,7 @@ A few domain pairs are held out (``domain_val_size``) for an in-domain validatio
 (``val_domain/*``) next to the general one (``val/*``).
 
 Batches are lists of :class:`BitextPair` turned into tensors by ``collate_fn``; the collator is
-injected (it owns the teacher and student tokenizers, see :mod:`optical_lightning.models.collate`)
+injected (it owns the teacher and student tokenizers, see :mod:`optical_lightning.data.collate`)
 so this module knows nothing about models and can be reused for any encoder pair.
 """
 
@@ -31,8 +31,8 @@ from optical_lightning.data.bitext import (
     split_pairs,
 )
 from optical_lightning.data.mixing import MixtureSampler, check_mixture
-from optical_lightning.errors import ConfigError, DataError, as_list, require_int
-from optical_lightning.languages import check_language
+from optical_lightning.utils.errors import ConfigError, DataError, as_list, require_int
+from optical_lightning.utils.languages import check_language
 
 log = logging.getLogger(__name__)
 # more pairs than this share with the same text on both sides: the target column is probably English

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import DistributedSampler
 
-from optical_lightning.errors import ConfigError
+from optical_lightning.utils.errors import ConfigError
 
 SCHEDULES = ("mixed", "sequential")
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from optical_lightning.data.teacher_cache import text_key
-from optical_lightning.errors import ConfigError
+from optical_lightning.utils.errors import ConfigError
 
 if TYPE_CHECKING:
     from optical_lightning.models.encoder import Encoder

@@ -32,8 +32,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from optical_lightning.atomic import public_mode
-from optical_lightning.precision import autocast, inference_dtype
+from optical_lightning.utils.atomic import public_mode
+from optical_lightning.utils.precision import autocast, inference_dtype
 
 if TYPE_CHECKING:
     from optical_lightning.models.encoder import Encoder

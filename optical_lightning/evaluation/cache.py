@@ -23,9 +23,9 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from optical_lightning.models.encoder import Encoder
-from optical_lightning.atomic import public_mode
 from optical_lightning.evaluation.distributed import encode_shared
-from optical_lightning.precision import inference_dtype
+from optical_lightning.utils.atomic import public_mode
+from optical_lightning.utils.precision import inference_dtype
 
 log = logging.getLogger(__name__)
 

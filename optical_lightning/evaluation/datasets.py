@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optical_lightning.data.bitext import BitextPair, read_bitext
-from optical_lightning.errors import DataError
-from optical_lightning.textfiles import read_lines
+from optical_lightning.utils.errors import DataError
+from optical_lightning.utils.textfiles import read_lines
 
 
 @dataclass

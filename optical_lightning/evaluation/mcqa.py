@@ -44,11 +44,11 @@ from typing import Any
 
 import torch
 
-from optical_lightning.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.models.encoder import Encoder
-from optical_lightning.textfiles import jsonl_rows, read_lines
+from optical_lightning.utils.errors import ConfigError, DataError, as_list, require_int
+from optical_lightning.utils.textfiles import jsonl_rows, read_lines
 
 log = logging.getLogger(__name__)
 LETTERS = "ABCD"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ir_measures
 
-from optical_lightning.errors import ConfigError, require_int
+from optical_lightning.utils.errors import ConfigError, require_int
 
 DEFAULT_METRICS = ("nDCG@10", "RR@10", "R@100", "P@1")
 

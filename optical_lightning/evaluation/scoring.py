@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from optical_lightning.errors import ConfigError
+from optical_lightning.utils.errors import ConfigError
 
 Run = dict[str, dict[str, float]]
 

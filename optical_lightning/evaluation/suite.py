@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from optical_lightning.data.bitext import BitextPair, read_bitext
-from optical_lightning.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import (
     RetrievalSet,
@@ -39,7 +38,8 @@ from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
 from optical_lightning.models.encoder import Encoder
-from optical_lightning.precision import inference_dtype
+from optical_lightning.utils.errors import ConfigError, DataError, as_list, require_int
+from optical_lightning.utils.precision import inference_dtype
 
 log = logging.getLogger(__name__)
 RETRIEVAL_DIRS = ("afriqa", "udhr")

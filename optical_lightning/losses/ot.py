@@ -47,7 +47,7 @@ import torch
 from geomloss import SamplesLoss
 from torch import Tensor, nn
 
-from optical_lightning.errors import ConfigError
+from optical_lightning.utils.errors import ConfigError
 
 LOG_ZERO = -1e5  # log-weight of padding: exp underflows to exactly 0, unlike -inf it never gives NaN
 

@@ -1,6 +1,5 @@
 """Teacher and student encoders."""
 
-from optical_lightning.models.collate import PairCollator
 from optical_lightning.models.encoder import Encoder, EncoderOutput, load_encoder
 
-__all__ = ["Encoder", "EncoderOutput", "PairCollator", "load_encoder"]
+__all__ = ["Encoder", "EncoderOutput", "load_encoder"]

@@ -34,10 +34,10 @@ from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from optical_lightning.atomic import atomic_dir
-from optical_lightning.errors import ConfigError, ModelLoadError
 from optical_lightning.models.registry import OFFLINE_COPIES, resolve_model
-from optical_lightning.precision import autocast
+from optical_lightning.utils.atomic import atomic_dir
+from optical_lightning.utils.errors import ConfigError, ModelLoadError
+from optical_lightning.utils.precision import autocast
 
 Role = Literal["query", "passage"]
 ENCODER_CONFIG = "optical_encoder.json"
@@ -195,7 +195,7 @@ class Encoder(nn.Module):
         Texts are batched by length (longest first) so padding is minimal, then restored to input
         order. With ``tokens=True`` also returns each text's content-token embeddings (L_i, D) for
         late-interaction (max-sim) scoring. ``precision`` is ``32``, ``bf16`` or ``auto`` (bf16
-        where the hardware runs it natively; see :mod:`optical_lightning.precision`).
+        where the hardware runs it natively; see :mod:`optical_lightning.utils.precision`).
         """
         was_training = self.training
         self.eval()

@@ -40,8 +40,8 @@ import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from optical_lightning.atomic import atomic_dir
-from optical_lightning.errors import ModelLoadError
+from optical_lightning.utils.atomic import atomic_dir
+from optical_lightning.utils.errors import ModelLoadError
 
 HUB_ID = "intfloat/multilingual-e5-small"
 BIN_NAME = "e5-small-q4.bin"

@@ -63,7 +63,7 @@ def tiny_encoder(
     encoder = Encoder(backbone, tokenizer, projection_dim=proj_dim, frozen=frozen, name=f"tiny-bert-h{hidden_size}-s{seed}",
                       **encoder_kwargs)
     if target_dim is not None and encoder.dim != target_dim:
-        from optical_lightning.errors import ConfigError
+        from optical_lightning.utils.errors import ConfigError
 
         raise ConfigError(f"tiny student embeds in {encoder.dim} dimensions but the teacher in {target_dim}: "
                           f"set student.projection=true")

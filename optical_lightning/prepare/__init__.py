@@ -10,5 +10,6 @@ counts. Evaluation text never leaks into training files (:mod:`.overlap`).
 
 Modules, in the order data flows: :mod:`.records` (the data types), :mod:`.fetch` (downloads),
 :mod:`.sources` (one module per source), :mod:`.clean` (UI-string cleaning), :mod:`.dedup`,
-:mod:`.overlap`, :mod:`.tsv`, :mod:`.manifest`, :mod:`.build` (the pipeline) and :mod:`.cli`.
+:mod:`.overlap`, :mod:`.tsv`, :mod:`.build_records` (what a build was asked and wrote), :mod:`.manifest`,
+:mod:`.build` (the pipeline) and :mod:`.cli`.
 """

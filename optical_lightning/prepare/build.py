@@ -19,17 +19,15 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from optical_lightning.atomic import atomic_dir
 from optical_lightning.data.alignment_check import file_report
+from optical_lightning.prepare.build_records import BuildConfig, LanguageOutput
 from optical_lightning.prepare.dedup import union
 from optical_lightning.prepare.manifest import make_manifest, write_manifest
 from optical_lightning.prepare.overlap import eval_texts, remove_overlap
 from optical_lightning.prepare.records import (
     TRAINING_ROLES,
-    Bitext,
     RetrievalSet,
     SourceContext,
     SourceResult,
@@ -37,6 +35,7 @@ from optical_lightning.prepare.records import (
 )
 from optical_lightning.prepare.sources import SOURCES
 from optical_lightning.prepare.tsv import write_pairs, write_tsv
+from optical_lightning.utils.atomic import atomic_dir
 
 #: the union files of ``bitext/<lang>/`` and the role each one collects
 UNION_FILES = {"train.tsv": "train", "medical.tsv": "medical", "medical_terms.tsv": "medical_terms",
@@ -44,36 +43,6 @@ UNION_FILES = {"train.tsv": "train", "medical.tsv": "medical", "medical_terms.ts
 
 Log = Callable[[str], None]
 Step = Callable[[str], AbstractContextManager[object]]
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """What ``python -m optical_lightning.prepare`` was asked to do."""
-
-    out: Path
-    cache: Path
-    langs: tuple[str, ...] = ("sw", "so")
-    sources: tuple[str, ...] = tuple(SOURCES)
-    mirror: Path | None = None
-    offline: bool = False
-
-
-@dataclass
-class LanguageOutput:
-    """What was written for one language (the manifest reports it)."""
-
-    lang: str
-    unions: dict[str, dict[str, object]] = field(default_factory=dict)
-    eval_sets: dict[str, Bitext] = field(default_factory=dict)
-    retrieval: dict[str, RetrievalSet] = field(default_factory=dict)
-    overlap_removed: dict[str, int] = field(default_factory=dict)
-    eval_texts: int = 0
-    #: file (relative to ``<out>``) -> :func:`~optical_lightning.data.alignment_check.file_report`
-    alignment: dict[str, dict[str, object]] = field(default_factory=dict)
-
-    @property
-    def built(self) -> bool:
-        return any(u["pairs"] for u in self.unions.values()) or bool(self.eval_sets or self.retrieval)
 
 
 def readable(path: Path) -> None:

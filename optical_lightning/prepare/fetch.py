@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
-from optical_lightning.atomic import atomic_dir
 from optical_lightning.prepare.records import SourceSkipped
+from optical_lightning.utils.atomic import atomic_dir
 
 
 @dataclass(frozen=True)

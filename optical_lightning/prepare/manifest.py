@@ -13,11 +13,11 @@ import datetime as _dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optical_lightning.atomic import atomic_write_json
 from optical_lightning.prepare.records import Bitext, SourceResult
+from optical_lightning.utils.atomic import atomic_write_json
 
 if TYPE_CHECKING:
-    from optical_lightning.prepare.build import BuildConfig, LanguageOutput
+    from optical_lightning.prepare.build_records import BuildConfig, LanguageOutput
 
 FORMAT = 1
 

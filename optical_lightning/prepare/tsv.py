@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from optical_lightning.atomic import atomic_write_text
-from optical_lightning.errors import DataError
 from optical_lightning.prepare.records import Pair
+from optical_lightning.utils.atomic import atomic_write_text
+from optical_lightning.utils.errors import DataError
 
 #: tab plus everything ``str.splitlines`` breaks a line at (the project's readers use it).
 _FORBIDDEN = ("\t", "\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")

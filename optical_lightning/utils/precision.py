@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from optical_lightning.errors import ConfigError
+from optical_lightning.utils.errors import ConfigError
 
 PRECISIONS = ("auto", "32", "bf16")
 

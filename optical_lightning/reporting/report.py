@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from optical_lightning.atomic import atomic_write_text
 from optical_lightning.data.alignment_check import number_agreement
 from optical_lightning.data.bitext import read_bitext
 from optical_lightning.evaluation.significance import mean_ci, paired_test
-from optical_lightning.plots import save_png
+from optical_lightning.reporting.plots import save_png
+from optical_lightning.utils.atomic import atomic_write_text
 
 PARTS = ("zero_shot", "main", "data", "domain", "ablation", "mmlu")
 TEACHERS = {"sentence-transformers/all-MiniLM-L6-v2": "(a) MiniLM", "intfloat/multilingual-e5-small": "(b) mE5"}
@@ -252,7 +252,7 @@ def _line_plot(path: Path, xlabel: str, panels: dict[str, dict[tuple[str, str], 
     panels = {title: series for title, series in panels.items() if series}
     if not panels:
         return None
-    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
+    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.reporting.plots
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 2 * (len(panels) == 1), 4.2), sharey=True,
                              squeeze=False)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # headless: clusters and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from optical_lightning.atomic import atomic_write_bytes  # noqa: E402
+from optical_lightning.utils.atomic import atomic_write_bytes  # noqa: E402
 
 
 def plan_heatmaps(plans: Sequence[Tensor], en_tokens: Sequence[list[str]], tgt_tokens: Sequence[list[str]],

@@ -10,7 +10,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from optical_lightning.errors import ConfigError, OpticalError
+from optical_lightning.utils.errors import ConfigError, OpticalError
 
 
 def linear_warmup_decay(optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from optical_lightning.errors import ConfigError, DataError
+from optical_lightning.utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

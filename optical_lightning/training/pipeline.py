@@ -1,6 +1,6 @@
 """The pipeline behind ``run.py``: config -> data -> encoders -> head -> evaluate -> fit -> evaluate -> results.
 
-Everything is built from the Hydra config with :func:`~optical_lightning.config.build` (Hydra's
+Everything is built from the Hydra config with :func:`~optical_lightning.utils.config.build` (Hydra's
 ``instantiate`` with one-line errors). The order is chosen to fail fast: the run directory, every
 config value, the data files, the evaluation sets, the trainer, its callbacks and loggers, the
 optimizer and the checkpoint to resume from are all checked before any weights load, and nothing in
@@ -22,18 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from optical_lightning.atomic import atomic_write_json, atomic_write_text, point_symlink
-from optical_lightning.config import build
+from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.data.teacher_cache import TeacherTokenCache
-from optical_lightning.errors import ConfigError, OpticalError, RunInterrupted, require_int
 from optical_lightning.evaluation.suite import EvalSuite
-from optical_lightning.languages import check_language
-from optical_lightning.models.collate import PairCollator
-from optical_lightning.module import DistillationModule, check_loss_weights
-from optical_lightning.optim import check_factories
-from optical_lightning.resources import machine, peak_rss_mb, process_age_s, prompt_memory_return
-from optical_lightning.rundir import (
+from optical_lightning.reporting.summary import flatten_results, print_summary
+from optical_lightning.reporting.tracking import ResumableCSVLogger, finish, publish
+from optical_lightning.training.module import DistillationModule, check_loss_weights
+from optical_lightning.training.optim import check_factories
+from optical_lightning.training.rundir import (
     CONFIG,
     RESULTS,
     RunDir,
@@ -42,8 +39,11 @@ from optical_lightning.rundir import (
     newest_checkpoint,
     plan_run_dir,
 )
-from optical_lightning.summary import flatten_results, print_summary
-from optical_lightning.tracking import ResumableCSVLogger, finish, publish
+from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text, point_symlink
+from optical_lightning.utils.config import build
+from optical_lightning.utils.errors import ConfigError, OpticalError, RunInterrupted, require_int
+from optical_lightning.utils.languages import check_language
+from optical_lightning.utils.resources import machine, peak_rss_mb, process_age_s, prompt_memory_return
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def check_step_budget(trainer_cfg: DictConfig) -> int:
 
 def resume_checkpoint(ckpt_path: str | None, state: RunDir) -> tuple[str | None, int]:
     """(checkpoint to resume from, its step). ``auto``: the newest one an earlier attempt left in the run
-    directory (see :mod:`optical_lightning.rundir`), else a fresh start; ``null``: a fresh start; a path:
+    directory (see :mod:`optical_lightning.training.rundir`), else a fresh start; ``null``: a fresh start; a path:
     that checkpoint, checked to be readable before any model loads."""
     if ckpt_path == "auto":
         if state.checkpoint is None:

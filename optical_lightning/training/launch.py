@@ -23,8 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from optical_lightning.atomic import atomic_write_text
-from optical_lightning.errors import OpticalError
+from optical_lightning.utils.atomic import atomic_write_text
+from optical_lightning.utils.errors import OpticalError
 
 log = logging.getLogger(__name__)
 LAUNCH_DIR = ".launch"

@@ -24,12 +24,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optical_lightning.errors import ConfigError
 from optical_lightning.losses.contrastive import in_batch_infonce
 from optical_lightning.losses.marginals import alignment_mask, idf_table, token_weights
 from optical_lightning.losses.mse import pooled_mse
 from optical_lightning.losses.ot import OTDistillationHead, OTOutput
 from optical_lightning.models.encoder import Encoder, EncoderOutput
+from optical_lightning.utils.errors import ConfigError
 
 
 class DistillationModule(pl.LightningModule):

@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
-from optical_lightning.atomic import atomic_write_json
-from optical_lightning.errors import ConfigError, DataError, require_int
-from optical_lightning.plots import learning_curves, plan_heatmaps
+from optical_lightning.reporting.plots import learning_curves, plan_heatmaps
+from optical_lightning.utils.atomic import atomic_write_json
+from optical_lightning.utils.errors import ConfigError, DataError, require_int
 
 log = logging.getLogger(__name__)
 

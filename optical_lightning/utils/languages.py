@@ -7,7 +7,7 @@ guards against typos such as ``lang.code=swa`` that would otherwise fail deep in
 
 from __future__ import annotations
 
-from optical_lightning.errors import ConfigError
+from optical_lightning.utils.errors import ConfigError
 
 #: code -> (English name, ISO 639-3 codes that mean the same language in other datasets)
 LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -36,5 +36,5 @@ def check_language(code: str) -> str:
     known = ", ".join(sorted(c for c in LANGUAGES if c != "en"))
     raise ConfigError(
         f"unknown language code '{code}': known codes are {known}; "
-        f"add it to optical_lightning/languages.py and conf/lang/{code}.yaml to support a new language"
+        f"add it to optical_lightning/utils/languages.py and conf/lang/{code}.yaml to support a new language"
     )

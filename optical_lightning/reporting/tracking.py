@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
-from optical_lightning.summary import STAGES
+from optical_lightning.reporting.summary import STAGES
 
 
 def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:

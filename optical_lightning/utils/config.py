@@ -14,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from optical_lightning.errors import ConfigError, OpticalError, user_error
+from optical_lightning.utils.errors import ConfigError, OpticalError, user_error
 
 
 def wandb_offline() -> bool:
@@ -37,7 +37,7 @@ def run_group(task_name: str, mode: object, sweep_dir: str) -> str:
 
 
 def auto_precision(accelerator: str = "cpu") -> str:
-    from optical_lightning.precision import training_precision
+    from optical_lightning.utils.precision import training_precision
 
     return training_precision(accelerator)
 

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from optical_lightning.atomic import atomic_write_text
-from optical_lightning.errors import DataError
-from optical_lightning.plots import save_png
+from optical_lightning.reporting.plots import save_png
+from optical_lightning.utils.atomic import atomic_write_text
+from optical_lightning.utils.errors import DataError
 
 #: the config values a sweep typically varies (shown when they differ between runs)
 CONFIG_KEYS = ("lang.code", "distill.name", "distill.nce_weight", "teacher.name", "domain.name", "domain.ratio", "domain.schedule",
@@ -142,7 +142,7 @@ def plot_ratio(rows: list[dict[str, Any]], path: Path) -> Path | None:
     done = [r for r in rows if r.get("status") == "complete" and r.get("domain.ratio") is not None]
     if len({r["domain.ratio"] for r in done}) < 2:
         return None
-    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
+    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.reporting.plots
 
     langs = sorted({r["lang.code"] for r in done})
     heads = headline_columns(done)
@@ -175,7 +175,7 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> Path | None:
     general = [(n, m) for n, m, k in heads if k == "general" and n != "bitext-val" and m != "accuracy"]
     if not inside or not general:
         return None
-    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.plots
+    import matplotlib.pyplot as plt  # headless backend set by optical_lightning.reporting.plots
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for lang in sorted({r["lang.code"] for r in done}):

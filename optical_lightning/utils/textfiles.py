@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from optical_lightning.errors import DataError
+from optical_lightning.utils.errors import DataError
 
 
 def read_text(path: Path) -> str:
