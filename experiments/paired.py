@@ -34,6 +34,9 @@ def rows(run: Path, against: Path | None = None) -> list[tuple[str, str, dict[st
             continue
         metric = HEADLINE.get(name.split("-")[0], DEFAULT_HEADLINE)
         qids = sorted(set(zero) & set(trained))
+        if not qids:  # e.g. bitext-val of two runs trained on different sources: different pairs
+            print(f"note: {name}: the two runs share no query; not paired", file=sys.stderr)
+            continue
         a, b = [trained[q][metric] for q in qids], [zero[q][metric] for q in qids]
         out.append((name, metric, paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
     if (run / "mcqa.json").is_file():

@@ -64,3 +64,18 @@ def test_labels_name_the_two_columns(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "| set | metric | n | full | top 2 | top 2 − full [95% CI] | p |" in proc.stdout
+
+
+def test_sets_without_shared_queries_are_skipped_with_a_note(tmp_path):
+    for name, qids in (("a", range(0, 5)), ("b", range(5, 10))):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "results.json").write_text("{}")
+        (run / "per_query.json").write_text(json.dumps({
+            "bitext-val/trained": {f"q{i}": {"P@1": 1.0} for i in qids},
+            "flores200-devtest-sw-en/trained": {f"q{i}": {"P@1": 1.0} for i in range(10)}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "paired.py"), str(tmp_path / "a"),
+                           "--against", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "bitext-val: the two runs share no query" in proc.stderr
+    assert "| flores200-devtest-sw-en | P@1 | 10 |" in proc.stdout and "| bitext-val |" not in proc.stdout
