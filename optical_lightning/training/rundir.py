@@ -103,7 +103,16 @@ def differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...
     """
     a, b = _relative(flatten(old)), _relative(flatten(new))
     skipped = lambda k: k.endswith("cache_dir") or any(k == p or k.startswith(f"{p}.") for p in ignore)  # noqa: E731
-    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if not skipped(k) and a.get(k) != b.get(k)}
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+            if not skipped(k) and a.get(k) != b.get(k) and not _moved_target(k, a.get(k), b.get(k))}
+
+
+def _moved_target(key: str, old: Any, new: Any) -> bool:
+    """The same object of this package under a new module path (a package move, e.g.
+    ``optical_lightning.optim.f`` -> ``optical_lightning.training.optim.f``), which changes no setting."""
+    return (key.endswith("_target_") and isinstance(old, str) and isinstance(new, str)
+            and old.startswith("optical_lightning.") and new.startswith("optical_lightning.")
+            and old.rsplit(".", 1)[-1] == new.rsplit(".", 1)[-1])
 
 
 def _relative(flat: dict[str, Any]) -> dict[str, Any]:
