@@ -192,6 +192,33 @@ def test_long_dev_pairs_join_consecutive_held_out_pairs_on_both_sides():
     assert joined[1].en == " ".join(p.en for p in pairs[4:8]) and joined[1].tgt == " ".join(p.tgt for p in pairs[4:8])
 
 
+def test_mafand_dev_long_joins_consecutive_dev_sentences_in_order(tmp_path):
+    """The long-input dev set is built from a real dev file: 3 consecutive lines a paragraph, both sides."""
+    from optical_lightning.data.bitext import read_bitext
+
+    (tmp_path / "translation" / "sw").mkdir(parents=True)
+    pairs = read_bitext(SW_BITEXT, "sw")[:8]
+    rows = [f"m{i}\t{p.en}\t{p.tgt}" for i, p in enumerate(pairs)]
+    (tmp_path / "translation" / "sw" / "mafand-dev.tsv").write_text("id\ten\tsw\n" + "\n".join(rows) + "\n")
+    suite = EvalSuite(str(tmp_path), "sw", ["mafand-dev-long"], metrics=["P@1"])
+    assert suite.available()["mafand-dev-long"] == ["sw"]
+    rs = suite.load()["mafand-dev-long-sw-en"]
+    assert list(rs.queries) == ["mafand-dev-long0", "mafand-dev-long1"]  # 8 lines: 2 paragraphs, a tail of 2 dropped
+    assert rs.queries["mafand-dev-long1"] == " ".join(p.tgt for p in pairs[3:6])
+    assert rs.docs["mafand-dev-long1"] == " ".join(p.en for p in pairs[3:6])
+    assert rs.qrels["mafand-dev-long0"] == {"mafand-dev-long0": 1}
+    # both columns English: a student equal to the teacher finds every paragraph
+    (tmp_path / "translation" / "sw" / "mafand-dev.tsv").write_text(
+        "id\ten\tsw\n" + "\n".join(f"m{i}\t{p.en}\t{p.en}" for i, p in enumerate(pairs)) + "\n")
+    same = EvalSuite(str(tmp_path), "sw", ["mafand-dev-long"], metrics=["P@1"])
+    same.load()
+    teacher = tiny_encoder(seed=0, frozen=True)
+    assert same.evaluate(teacher, teacher, "zero_shot")["mafand-dev-long-sw-en"]["P@1"] == 1.0
+    missing = EvalSuite(str(tmp_path), "so", ["mafand-dev-long", "mafand-dev"], metrics=["P@1"])
+    with pytest.raises(DataError, match="none of the evaluation sets"):
+        missing.load()
+
+
 def test_passages_dev_set_is_graded_by_the_teachers_english_ranking(tmp_path):
     import shutil
 
