@@ -45,22 +45,34 @@ def save_png(fig, path: str | Path) -> Path:
     return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def learning_curves(rows: Sequence[dict[str, float]], path: str | Path, best_step: int | None = None) -> Path:
+def learning_curves(rows: Sequence[dict[str, float]] | dict[str, Sequence[dict[str, float]]], path: str | Path,
+                    best_step: int | None = None) -> Path:
     """One panel per headline curve value (``<set>/<metric>``: P@1, nDCG@10, accuracy, agreement) against
-    the training step; the selected step, if any, as a dashed line. ``curves.json`` keeps every value."""
+    the training step; the selected step, if any, as a dashed line. ``curves.json`` keeps every value.
+
+    ``rows`` is one run's curve, or ``{label: curve}`` to draw several runs (e.g. OPTICAL and MSE) as one
+    line each on the same panels; a value one run lacks is left out of its line.
+    """
+    runs = dict(rows) if isinstance(rows, dict) else {"": list(rows)}
+    if not runs or not all(runs.values()):
+        raise ValueError("learning_curves: every run needs at least one evaluated step")
     headline = ("P@1", "nDCG@10", "accuracy", "agreement")
-    keys = [k for k in rows[0] if k.rpartition("/")[2] in headline] or [k for k in rows[0] if k not in ("step", "score")]
+    keys = list(dict.fromkeys(k for curve in runs.values() for k in curve[0]))
+    keys = [k for k in keys if k.rpartition("/")[2] in headline] or [k for k in keys if k not in ("step", "score")]
     cols = min(3, len(keys)) or 1
     n_rows = -(-len(keys) // cols) or 1
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.2 * cols, 3.0 * n_rows), squeeze=False, layout="constrained")
-    steps = [r["step"] for r in rows]
     for ax, key in zip(axes.flat, keys):
-        ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", markersize=3)
+        for label, curve in runs.items():
+            points = [(r["step"], r[key]) for r in curve if key in r]
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3, label=label or None)
         if best_step is not None:
             ax.axvline(best_step, linestyle="--", color="grey", linewidth=1)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    if len(runs) > 1:
+        axes.flat[0].legend(fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     return save_png(fig, path)
