@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from test_module import make, mean_val_loss, trainer
 
 from optical_lightning.losses.contrastive import in_batch_infonce
@@ -66,3 +67,17 @@ def test_two_ranks_with_gathered_targets_average_to_the_global_batch_loss():
     whole = in_batch_infonce(s, t, 0.1)
     halves = [in_batch_infonce(s[r * 4:(r + 1) * 4], t, 0.1, offset=r * 4) for r in (0, 1)]
     assert (halves[0] + halves[1]).item() / 2 == pytest.approx(whole.item(), rel=1e-6)
+
+
+def test_mse_baselines_weight_makes_it_the_squared_distance_on_the_contrastive_terms_scale():
+    """distill=mse's weight is the embedding dimension: the per-dimension mean times D is the squared distance."""
+    from omegaconf import OmegaConf
+
+    from optical_lightning.losses.mse import pooled_mse
+
+    rng = np.random.default_rng(1)
+    s, t = rng.normal(size=(4, 384)), rng.normal(size=(4, 384))
+    squared = float(np.mean(np.sum((s - t) ** 2, axis=1)))
+    weight = OmegaConf.load(ROOT / "conf" / "distill" / "mse.yaml").mse_weight
+    assert weight == 384
+    assert weight * pooled_mse(torch.tensor(s), torch.tensor(t)).item() == pytest.approx(squared, rel=1e-9)

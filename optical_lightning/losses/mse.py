@@ -4,6 +4,11 @@ embeddings multilingual using knowledge distillation").
 With teacher T (English only) and student S: :math:`\\|S(tgt) - T(en)\\|^2 + \\|S(en) - T(en)\\|^2`,
 averaged over the batch and the embedding dimensions. The second term keeps the student's English
 in the teacher's space, so English and target-language queries land in the same place.
+
+Scale: the mean over D dimensions is the squared distance divided by D, so beside terms that are not
+divided (the contrastive term, the transport cost) the weight must be about D to count: ``distill=mse``
+uses ``mse_weight: 384`` for mE5-small (experiments/DIAGNOSIS.md, finding 9). Alone, under Adam, the
+scale does not matter.
 """
 
 from __future__ import annotations
