@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from paired import run_label  # experiments/: the script's own folder is on sys.path
+
 from optical_lightning.reporting.plots import learning_curves
 
 
@@ -22,13 +24,6 @@ def curve(run: Path) -> list[dict[str, float]]:
     return json.loads(path.read_text())["rows"]
 
 
-def label(run: Path) -> str:
-    results = run / "results.json"
-    if results.is_file():
-        return json.loads(results.read_text())["config"]["distill"]["name"]
-    return run.name
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -37,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.runs):
         sys.exit(f"--labels: {len(args.labels)} names for {len(args.runs)} runs")
-    names = args.labels or [label(r) for r in args.runs]
+    names = args.labels or [run_label(r) for r in args.runs]
     if len(set(names)) != len(names):
         sys.exit(f"two runs share the label {names}: name them with --labels")
     print(learning_curves({n: curve(r) for n, r in zip(names, args.runs)}, args.out))

@@ -66,7 +66,7 @@ def table(found: list[tuple[str, str, dict[str, float], float, float]], base: st
     return "\n".join(lines) + "\n"
 
 
-def _label(run: Path) -> str:
+def run_label(run: Path) -> str:
     """A run's loss (``distill.name``) for a column header, else its directory name."""
     distill = _read(run / "results.json").get("config", {}).get("distill", {})
     return str(distill.get("name") or run.name)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if against is None:
         text = table(rows(run))
     else:
-        labels = args.labels or (_label(against), _label(run))
+        labels = args.labels or (run_label(against), run_label(run))
         text = table(rows(run, against), *labels)
     print(text)
     if args.out:
