@@ -3,7 +3,10 @@
 Stages: ``zero_shot`` (the student before training), ``trained`` (after), and ``teacher_en``
 (the teacher on the human English version of the queries: the upper bound distillation aims at).
 Queries are always encoded by the query encoder in the ``query`` role, documents by the frozen
-teacher in the ``passage`` role; the teacher's document embeddings are cached on disk.
+teacher in the ``passage`` role; the teacher's document embeddings are cached on disk. With
+``translate_test`` and a dictionary for the language, ``translate_dense`` and ``translate_bm25``
+(:mod:`~optical_lightning.evaluation.translate_test`) evaluate the word-by-word translated queries
+with the teacher and with BM25 on every set but the teacher-graded ones.
 
 Set names resolve inside ``data_dir`` (see ``make data``):
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,10 @@ from optical_lightning.evaluation.datasets import (
 from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
+from optical_lightning.evaluation.translate_test import STAGES as TRANSLATE_STAGES
+from optical_lightning.evaluation.translate_test import WordTranslator, bm25_search
 from optical_lightning.models.encoder import Encoder
+from optical_lightning.prepare.sources.freedict import PACKAGES as DICTIONARY_LANGS
 from optical_lightning.utils.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.utils.precision import inference_dtype
 
@@ -79,6 +86,8 @@ class EvalSuite:
         bitext_val_long: int = 0,
         precision: str = "auto",
         faiss: bool = False,
+        translate_test: bool = False,
+        dictionary: str | None = None,
     ) -> None:
         sets, scoring, metrics = as_list(sets), as_list(scoring), as_list(metrics)  # eval.sets=udhr is [udhr]
         bad = [s for s in scoring if s not in SCORINGS]
@@ -102,6 +111,14 @@ class EvalSuite:
         self.skipped: dict[str, str] = {}
         self.per_query: dict[str, dict[str, dict[str, float]]] = {}
         self.pseudo: set[str] = set()  # sets whose qrels the teacher's English ranking makes (PSEUDO_SETS)
+        self.translate_test, self.dictionary = bool(translate_test), Path(dictionary) if dictionary else None
+        self.translator: WordTranslator | None = None
+        self.translations: dict[str, dict[str, str]] = {}  # set -> qid -> translated query
+
+    @property
+    def translate_stages(self) -> tuple[str, ...]:
+        """The translate-test stages this run evaluates (none without ``translate_test`` or a dictionary)."""
+        return TRANSLATE_STAGES if self.translator is not None else ()
 
     def available(self) -> dict[str, list[str]]:
         """Set name -> the languages it exists for under ``data_dir``."""
@@ -171,7 +188,22 @@ class EvalSuite:
             raise DataError(f"none of the evaluation sets {self.set_names} exists for lang={self.lang} under "
                             f"{self.data_dir}; the sets for {self.lang} are: {', '.join(here) or 'none'} (set eval.sets "
                             f"to some of them, or eval.sets=[] to train without evaluation)")
+        if self.translate_test:
+            self._load_translator()
         return self.sets
+
+    def _load_translator(self) -> None:
+        """The dictionary of ``eval.translate_test``; a missing one skips both stages with one log line."""
+        if self.dictionary is not None and self.dictionary.is_file():
+            self.translator = WordTranslator.from_tsv(self.dictionary, self.lang)
+            return
+        if self.lang in DICTIONARY_LANGS:
+            why = f"no dictionary at {self.dictionary}: run `make data` to build it (or set eval.dictionary)"
+            log.warning("eval.translate_test skipped for lang=%s: %s", self.lang, why)
+        else:
+            why = f"no {self.lang}-en dictionary (FreeDict has none for {self.lang})"
+            log.info("eval.translate_test skipped for lang=%s: %s", self.lang, why)
+        self.skipped["translate_test"] = why
 
     def add_validation_bitext(self, pairs: list[BitextPair]) -> None:
         """"Find the translation" on the run's held-out training pairs: ``bitext-val``, a
@@ -207,33 +239,56 @@ class EvalSuite:
         _, q_tokens = encode_shared(encoder, texts, "query", self.batch_size, tokens=True, precision=self.precision)
         return maxsim_search(q_tokens, docs, qids, docids, self.top_k)
 
+    def _queries(self, rs: RetrievalSet, stage: str) -> dict[str, str]:
+        """The queries ``stage`` searches with; empty where it does not apply to the set."""
+        if stage == "teacher_en":  # on a teacher-graded set the teacher scores 1 by construction
+            return {} if rs.name in self.pseudo else rs.queries_en
+        if stage in TRANSLATE_STAGES:
+            if rs.name in self.pseudo or self.translator is None:
+                return {}
+            if rs.name not in self.translations:
+                counts: Counter = Counter()
+                self.translations[rs.name] = {q: self.translator.translate(t, counts) for q, t in rs.queries.items()}
+                log.info("translate-test %s: %d words translated (%d by a suffix), %d kept as written", rs.name,
+                         counts["translated"], counts["by_suffix"], counts["kept"])
+            return self.translations[rs.name]
+        return rs.queries
+
+    def _record(self, results: dict, name: str, stage: str, run: dict, qrels: dict, started: float) -> None:
+        mean, per_query = evaluate_run(run, qrels, self.metrics)
+        results[name] = mean
+        self.per_query[f"{name}/{stage}"] = per_query
+        log.info("%s %s: %s (%.1fs)", stage, name, ", ".join(f"{k}={v:.3f}" for k, v in mean.items()),
+                 time.time() - started)
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, query_encoder: Encoder, teacher: Encoder, stage: str) -> dict[str, dict[str, float]]:
         """Metrics of ``query_encoder`` against ``teacher``-encoded documents, per set and scoring.
 
         ``stage="teacher_en"`` encodes the English versions of the queries with ``query_encoder``
-        (pass the teacher) on the sets that have them.
+        (pass the teacher) on the sets that have them; ``translate_dense`` the word-by-word
+        translations (pass the teacher), ``translate_bm25`` searches them with BM25 (no encoder).
         """
         if not self.sets:
             self.load()
         results: dict[str, dict[str, float]] = {}
         for rs in self.sets.values():
-            queries = rs.queries_en if stage == "teacher_en" else rs.queries
-            if not queries or (stage == "teacher_en" and rs.name in self.pseudo):  # the teacher scores 1 by construction
+            queries = self._queries(rs, stage)
+            if not queries:
+                continue
+            if stage == "translate_bm25":
+                t0, qids, docids = time.time(), list(queries), list(rs.docs)
+                run = bm25_search([queries[q] for q in qids], [rs.docs[d] for d in docids], qids, docids, self.top_k)
+                self._record(results, rs.name, stage, run, rs.qrels, t0)
                 continue
             docids, docs = self._docs(teacher, rs)
             if rs.name in self.pseudo and not rs.qrels:
                 rs.qrels.update(self._teacher_qrels(teacher, rs, docids, docs["pooled"]))
+            qrels = rs.qrels if stage != "teacher_en" else {q: rs.qrels[q] for q in queries if q in rs.qrels}
             for scoring in self.scoring:
                 t0 = time.time()
                 run = self._search(query_encoder, queries, docids, docs[scoring], scoring)
-                name = rs.name if scoring == "pooled" else f"{rs.name}/{scoring}"
-                mean, per_query = evaluate_run(run, rs.qrels if stage != "teacher_en" else
-                                               {q: rs.qrels[q] for q in queries if q in rs.qrels}, self.metrics)
-                results[name] = mean
-                self.per_query[f"{name}/{stage}"] = per_query
-                log.info("%s %s: %s (%.1fs)", stage, name,
-                         ", ".join(f"{k}={v:.3f}" for k, v in mean.items()), time.time() - t0)
+                self._record(results, rs.name if scoring == "pooled" else f"{rs.name}/{scoring}", stage, run, qrels, t0)
         return results
 
 

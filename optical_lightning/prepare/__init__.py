@@ -5,8 +5,8 @@ carry human translations - Kolibri's and Django's UI strings (PyPI), Babel's CLD
 MediaWiki's and WordPress's message catalogues (Debian), the Universal Declaration of Human
 Rights (npm) - and, when a local data mirror is given, TICO-19, FLORES-200, NTREX-128, Tatoeba,
 MAFAND-MT and AfriQA. It writes training bitext under ``<out>/bitext/<lang>/``, evaluation sets
-under ``<out>/eval/`` and a ``manifest.json`` (written last) that records licences, origins and
-counts. Evaluation text never leaks into training files (:mod:`.overlap`).
+under ``<out>/eval/`` (with FreeDict's Swahili-English dictionary, Debian, for the translate-test
+baseline) and a ``manifest.json`` (written last) that records licences, origins and counts. Evaluation text never leaks into training files (:mod:`.overlap`).
 
 Modules, in the order data flows: :mod:`.records` (the data types), :mod:`.fetch` (downloads),
 :mod:`.sources` (one module per source), :mod:`.clean` (UI-string cleaning), :mod:`.dedup`,

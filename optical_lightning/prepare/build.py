@@ -85,6 +85,7 @@ def describe(result: SourceResult) -> str:
     parts = [f"{b.name}[{b.lang}] {b.raw:,} -> {len(b.pairs):,}" for b in result.bitexts]
     parts += [f"{r.name} {len(r.queries):,} queries / {len(r.docs):,} docs" for r in result.retrieval]
     parts += [f"{m.name}-{m.lang} {len(m.rows):,} questions" for m in result.mcqa]
+    parts += [f"{d.name} dictionary {len(d.entries):,} headwords" for d in result.dictionaries]
     note = f" (problems: {result.reason})" if result.reason else ""
     return f"{result.name}: ok ({result.origin}): {', '.join(parts)}{note}"
 
@@ -172,6 +173,25 @@ def write_mcqa(out: Path, results: list[SourceResult]) -> dict[str, dict[str, ob
     return written
 
 
+def write_dictionaries(out: Path, results: list[SourceResult]) -> dict[str, dict[str, object]]:
+    """Each word list as ``eval/dictionaries/<lang>-en.tsv`` (``sw, en``; the folder is replaced whole)."""
+    dictionaries = [d for r in results for d in r.dictionaries]
+    folder = out / "eval" / "dictionaries"
+    if not dictionaries:
+        if folder.exists():
+            shutil.rmtree(folder)
+        return {}
+    written = {}
+    with atomic_dir(folder) as tmp:
+        for d in dictionaries:
+            rows = write_tsv(tmp / d.file, (d.lang, "en"), d.rows())
+            written[d.name] = {
+                "headwords": rows, "senses": sum(len(s) for s in d.entries.values()), "licence": d.licence,
+                "origin": d.origin, "file": f"eval/dictionaries/{d.file}"}
+        readable(tmp)
+    return written
+
+
 def build(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> dict[str, object]:
     """Build everything ``cfg`` asks for and return the manifest (also written to ``<out>``)."""
     started = time.monotonic()
@@ -181,7 +201,9 @@ def build(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> dict[str
     results = load_sources(cfg, log, step)
     outputs = {lang: write_language(cfg.out, lang, results) for lang in cfg.langs}
     mcqa = write_mcqa(cfg.out, results)
+    dictionaries = write_dictionaries(cfg.out, results)
     manifest = make_manifest(cfg, results, outputs, time.monotonic() - started)
     manifest["eval"]["mcqa"] = mcqa
+    manifest["eval"]["dictionaries"] = dictionaries
     readable(write_manifest(manifest_path, manifest))
     return manifest

@@ -56,6 +56,7 @@ def source_entry(result: SourceResult) -> dict[str, Any]:
         "counts": counts,
         "sets": sets,
         "retrieval": sorted(r.name for r in result.retrieval),
+        "dictionaries": [d.name for d in result.dictionaries],
     }
 
 

@@ -1,7 +1,8 @@
 """The data types every source returns and the pipeline passes along.
 
 A source yields one :class:`SourceResult`: metadata (licence, origin, version) plus any number of
-:class:`Bitext` sets (each one language and one *role*) and :class:`RetrievalSet` folders. The role
+:class:`Bitext` sets (each one language and one *role*), :class:`RetrievalSet` folders,
+:class:`MCQASet` files and :class:`Dictionary` word lists. The role
 decides where a set is written and whether it may train a model, which is what keeps evaluation
 text out of training data.
 """
@@ -89,6 +90,36 @@ class MCQASet:
         return f"{self.name}/{self.lang}.{self.split}.jsonl" if self.split else f"{self.name}-{self.lang}.jsonl"
 
 
+#: joins the senses of a headword in the ``en`` column of ``eval/dictionaries/<lang>-en.tsv``
+SENSE_SEPARATOR = " | "
+
+
+@dataclass
+class Dictionary:
+    """A ``<lang>`` -> English word list for the translate-test baseline, written to
+    ``eval/dictionaries/<lang>-en.tsv``: headword -> English senses in the dictionary's order.
+    Never training data: it only translates queries at evaluation time."""
+
+    lang: str
+    entries: dict[str, list[str]]
+    licence: str
+    origin: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.lang}-en"
+
+    @property
+    def file(self) -> str:
+        """Where it is written, relative to ``eval/dictionaries/``."""
+        return f"{self.name}.tsv"
+
+    def rows(self) -> list[tuple[str, str]]:
+        """``(<lang>, en)`` rows: one per headword, its senses joined by :data:`SENSE_SEPARATOR`."""
+        return [(word, SENSE_SEPARATOR.join(" ".join(s.replace("|", "/").split()) for s in senses))
+                for word, senses in self.entries.items()]
+
+
 @dataclass
 class SourceResult:
     """Everything one source produced, or why it produced nothing (``status == "skipped"``)."""
@@ -102,6 +133,7 @@ class SourceResult:
     bitexts: list[Bitext] = field(default_factory=list)
     retrieval: list[RetrievalSet] = field(default_factory=list)
     mcqa: list[MCQASet] = field(default_factory=list)
+    dictionaries: list[Dictionary] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

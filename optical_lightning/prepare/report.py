@@ -36,6 +36,10 @@ def summary_table(manifest: dict[str, Any]) -> Table:
             cells = [f"{info.get('queries', 0):,} q / {info.get('docs', 0):,} d" if info.get("lang") == lang
                      else "-" for lang in langs]
             table.add_row(r, "retrieval", *cells, f"[green]ok[/] ({name})")
+        for d in src.get("dictionaries", []):
+            info = manifest["eval"].get("dictionaries", {}).get(d, {})
+            cells = [f"{info.get('headwords', 0):,} words" if d == f"{lang}-en" else "-" for lang in langs]
+            table.add_row(d, "dictionary", *cells, f"[green]ok[/] ({name})")
     table.add_section()
     files = sorted({f for per in manifest["bitext"].values() for f in per})
     for f in files:

@@ -7,7 +7,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from optical_lightning.evaluation.translate_test import STAGES as TRANSLATE_STAGES
+
 STAGES = ("zero_shot", "trained", "teacher_en")
+
+
+def stage_columns(metrics: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """:data:`STAGES`, then the translate-test baselines a run evaluated (``eval.translate_test``):
+    tables of ordinary runs get no empty columns."""
+    present = {stage for stages in metrics.values() for stage in stages}
+    return STAGES + tuple(s for s in TRANSLATE_STAGES if s in present)
 
 
 def flatten_results(results: dict[str, Any]) -> dict[str, float]:
@@ -29,13 +38,14 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
         table = Table(title=title)
         table.add_column("eval set")
         table.add_column("metric")
-        for stage in STAGES:
+        columns = stage_columns(metrics)
+        for stage in columns:
             table.add_column(stage.replace("_", "-"), justify="right")
         table.add_column("Δ trained", justify="right")
         for name, stages in metrics.items():
             names = sorted({m for values in stages.values() for m in values})
             for metric in names:
-                cells = [stages.get(s, {}).get(metric) for s in STAGES]
+                cells = [stages.get(s, {}).get(metric) for s in columns]
                 delta = (cells[1] - cells[0]) if cells[0] is not None and cells[1] is not None else None
                 table.add_row(name, metric, *("" if v is None else f"{v:.0f}" if metric == "n" else f"{v:.3f}"
                                               for v in cells),

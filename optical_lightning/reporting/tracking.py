@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
-from optical_lightning.reporting.summary import STAGES
+from optical_lightning.reporting.summary import stage_columns
 
 
 def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:
@@ -32,7 +32,8 @@ def publish(loggers: Iterable[Logger], results: dict[str, Any], per_query: dict[
         return
     import wandb
 
-    rows = [[name, metric, *(stages.get(s, {}).get(metric) for s in STAGES)]
+    columns = stage_columns(results.get("metrics", {}))
+    rows = [[name, metric, *(stages.get(s, {}).get(metric) for s in columns)]
             for name, stages in results.get("metrics", {}).items()
             for metric in sorted({m for values in stages.values() for m in values})]
     query_rows = [[key, qid, metric, value] for key, queries in per_query.items()
@@ -42,7 +43,7 @@ def publish(loggers: Iterable[Logger], results: dict[str, Any], per_query: dict[
         run.config.update(results.get("config", {}), allow_val_change=True)
         run.summary.update(results.get("flat", {}))
         run.summary.update({f"timing/{k}": v for k, v in results.get("timing", {}).items()})
-        run.log({"results": wandb.Table(columns=["eval set", "metric", *STAGES], data=rows),
+        run.log({"results": wandb.Table(columns=["eval set", "metric", *columns], data=rows),
                  "per_query": wandb.Table(columns=["set/stage", "qid", "metric", "value"], data=query_rows)})
 
 

