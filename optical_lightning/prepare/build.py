@@ -152,44 +152,43 @@ def write_retrieval(folder: Path, s: RetrievalSet) -> None:
         readable(tmp)
 
 
-def write_mcqa(out: Path, results: list[SourceResult]) -> dict[str, dict[str, object]]:
-    """Each multiple-choice set as ``eval/mcqa/<name>-<lang>.jsonl`` (the folder is replaced whole)."""
-    sets = [m for r in results for m in r.mcqa]
-    folder = out / "eval" / "mcqa"
-    if not sets:
+def _replace_folder(folder: Path, items: list, write: Callable[[Path, object], tuple[str, dict[str, object]]]
+                    ) -> dict[str, dict[str, object]]:
+    """Write every item into ``folder`` through ``write(tmp, item) -> (name, manifest entry)``, replacing the
+    folder whole (atomically); with no items the folder is removed, so no stale file outlives its source."""
+    if not items:
         if folder.exists():
             shutil.rmtree(folder)
         return {}
     written = {}
     with atomic_dir(folder) as tmp:
-        for m in sets:
-            (tmp / m.file).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / m.file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in m.rows),
-                                      encoding="utf-8")
-            written[m.file.removesuffix(".jsonl")] = {
-                "questions": len(m.rows), "subjects": len({r["subject"] for r in m.rows}), "skipped_rows": m.skipped,
-                "licence": m.licence, "origin": m.origin, "file": f"eval/mcqa/{m.file}"}
+        for item in items:
+            name, entry = write(tmp, item)
+            written[name] = entry
         readable(tmp)
     return written
+
+
+def write_mcqa(out: Path, results: list[SourceResult]) -> dict[str, dict[str, object]]:
+    """Each multiple-choice set as ``eval/mcqa/<name>-<lang>.jsonl`` (the folder is replaced whole)."""
+    def write(tmp: Path, m) -> tuple[str, dict[str, object]]:
+        (tmp / m.file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / m.file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in m.rows), encoding="utf-8")
+        return m.file.removesuffix(".jsonl"), {
+            "questions": len(m.rows), "subjects": len({r["subject"] for r in m.rows}), "skipped_rows": m.skipped,
+            "licence": m.licence, "origin": m.origin, "file": f"eval/mcqa/{m.file}"}
+
+    return _replace_folder(out / "eval" / "mcqa", [m for r in results for m in r.mcqa], write)
 
 
 def write_dictionaries(out: Path, results: list[SourceResult]) -> dict[str, dict[str, object]]:
     """Each word list as ``eval/dictionaries/<lang>-en.tsv`` (``sw, en``; the folder is replaced whole)."""
-    dictionaries = [d for r in results for d in r.dictionaries]
-    folder = out / "eval" / "dictionaries"
-    if not dictionaries:
-        if folder.exists():
-            shutil.rmtree(folder)
-        return {}
-    written = {}
-    with atomic_dir(folder) as tmp:
-        for d in dictionaries:
-            rows = write_tsv(tmp / d.file, (d.lang, "en"), d.rows())
-            written[d.name] = {
-                "headwords": rows, "senses": sum(len(s) for s in d.entries.values()), "licence": d.licence,
-                "origin": d.origin, "file": f"eval/dictionaries/{d.file}"}
-        readable(tmp)
-    return written
+    def write(tmp: Path, d) -> tuple[str, dict[str, object]]:
+        rows = write_tsv(tmp / d.file, (d.lang, "en"), d.rows())
+        return d.name, {"headwords": rows, "senses": sum(len(s) for s in d.entries.values()), "licence": d.licence,
+                        "origin": d.origin, "file": f"eval/dictionaries/{d.file}"}
+
+    return _replace_folder(out / "eval" / "dictionaries", [d for r in results for d in r.dictionaries], write)
 
 
 def build(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> dict[str, object]:
