@@ -85,6 +85,7 @@ def test_distill_none_saves_the_untrained_student(tmp_path):
     assert (run / "student" / "optical_encoder.json").is_file()
 
 
+@pytest.mark.slow  # ~33 s: four jobs (make test-full); test_sweeps.py keeps a multirun in the default suite
 def test_multirun_sweeps_jobs_and_drops_checkpoints_on_request(tmp_path):
     with_checkpoints = [a for a in TINY if a != "callbacks=none"]  # save_last: the resume state of each job
     proc = run_cli(*with_checkpoints, "distill=optical,mse", "keep_checkpoints=true,false", f"data.train={SW_BITEXT}",

@@ -36,6 +36,7 @@ def test_two_runs_draw_one_png_labelled_by_their_loss(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
 
 
+@pytest.mark.slow  # ~31 s: two script starts (make test-full); the drawing test keeps the script in the default suite
 def test_a_run_without_a_curve_or_a_clash_of_labels_is_a_one_line_error(tmp_path):
     a = _run_dir(tmp_path, "a", "optical", [0.9])
     b = _run_dir(tmp_path, "b", "optical", [0.8])

@@ -46,14 +46,15 @@ def test_search_from_a_run_directory(tmp_path):
     assert len({line.split()[0] for line in out.read_text().splitlines()}) == 20
 
 
-def test_search_errors_are_one_line_and_write_nothing(tmp_path):
+def test_search_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "run.trec"
-    proc = search("--run-dir", tmp_path, "--queries", AFRIQA / "queries.tsv", "--docs", AFRIQA / "docs.tsv",
-                  "--out", out, cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "not a complete run directory" in proc.stderr
-    proc = search("--query-model", "x", "--doc-model", "y", "--queries", tmp_path / "none.tsv", "--docs",
-                  AFRIQA / "docs.tsv", "--out", out, cwd=tmp_path)
-    assert proc.returncode == 2 and "evaluation file not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert search_main(["--run-dir", str(tmp_path), *afriqa_args(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a complete run directory" in err
+    assert search_main(["--query-model", "x", "--doc-model", "y", "--queries", str(tmp_path / "none.tsv"),
+                        "--docs", str(AFRIQA / "docs.tsv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "evaluation file not found" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 

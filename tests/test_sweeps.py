@@ -63,6 +63,7 @@ def test_summarize_names_a_missing_folder(tmp_path):
     assert out.returncode == 2 and out.stderr.startswith("error: sweep folder not found")
 
 
+@pytest.mark.slow  # ~27 s: the schedule itself is tested in test_mixing.py; this is the CLI path (make test-full)
 def test_sequential_schedule_runs_from_the_cli(tmp_path):
     proc = run_cli(*TINY_MODELS, "eval.sets=[]", *split_fixtures(tmp_path), "experiment=smoke", "domain=medical",
                    "domain.schedule=sequential", "domain.ratio=0.25", cwd=tmp_path)
@@ -102,6 +103,7 @@ def test_missing_domain_file_names_the_fix(tmp_path):
     assert "error: bitext file not found:" in proc.stderr and "make data" in proc.stderr
 
 
+@pytest.mark.slow  # ~38 s: two Optuna trials of real runs (make test-full)
 def test_optuna_preset_tunes_on_the_validation_bitext(tmp_path):
     proc = run_cli(*TINY_MODELS, *EVAL, f"data.train={SW_BITEXT}", "hparams_search=optuna_ot", "experiment=smoke",
                    "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2", cwd=tmp_path, timeout=600)
@@ -136,6 +138,7 @@ def test_wandb_offline_run_holds_the_logged_keys(tmp_path):
     assert (run / "plots" / "ot_plan.png").read_bytes()[:4] == b"\x89PNG"  # the same picture without W&B
 
 
+@pytest.mark.slow  # ~35 s: a two-job W&B multirun (make test-full); one W&B run stays in the default suite
 def test_wandb_jobs_of_a_multirun_share_a_group_and_are_named_by_their_overrides(tmp_path):
     proc = run_cli(*TINY, f"data.train={SW_BITEXT}", "logger=wandb", "trainer.max_steps=2", "seed=1,2",
                    cwd=tmp_path, multirun=True)
