@@ -45,45 +45,45 @@ run: install data/manifest.json  ## the default job: distil an OPTICAL Swahili s
 bench: install data/manifest.json  ## time steps, teacher cache, evaluation and the OT head: outputs/bench/bench.{json,md}
 	$(PYTHON) experiments/bench.py $(ARGS)
 
-# The study of experiments/REPORT.md: each line is one multirun part (conf/experiment/report.yaml).
-REPORT_DIR ?= outputs/report
+# The study of experiments/REPORT.md (second edition): each line is one multirun part of conf/experiment/report.yaml,
+# written to $(REPORT_DIR)/<part>/<overrides>/. A job whose folder holds results.json is complete and is skipped,
+# so `make report` resumes; experiments/report/ keeps each job's small records in git (REPORT_DIR's .gitignore).
+REPORT_DIR ?= experiments/report
 REPORT_OUT ?= experiments
 LANGS ?= sw,so
-TEACHERS ?= minilm,me5_small
 SEEDS ?= 1,2,3
-PAIRS ?= 500,1000,2000,null
-RATIOS ?= 0,0.1,0.25,0.5,1.0
-BLURS ?= 0.05,0.2
-MMLU_QUESTIONS ?= null
-STUDY = $(PYTHON) run.py -m experiment=report paths.log_dir=$(REPORT_DIR) $(REPORT_ARGS)
+SYSTEMS ?= mse,optical,optical_mse
+DOMAINS ?= medical,questions,software
+RATIOS ?= 0,0.25,0.5,1.0
+PAIRS ?= 100,500,2000
+# pairs:steps for 3 epochs of batch 32
+EPOCH_STEPS ?= 100:10 500:47 2000:188
+ABLATIONS ?= ot.blur=0.05,0.5 ot=unbalanced,divergence ot.marginals=idf ot.special_tokens=true eval.scoring=[pooled,maxsim]
+STUDY = $(PYTHON) run.py -m experiment=report report.dir=$(REPORT_DIR) $(REPORT_ARGS)
 SETS = $(if $(EVAL_SETS),'eval.sets=$(EVAL_SETS)')
 define study
-	$(STUDY) report.part=zero_shot distill=none lang=$(LANGS) teacher=$(TEACHERS) eval.upper_bound=true $(SETS)
-	$(STUDY) report.part=main distill=mse lang=$(LANGS) teacher=$(TEACHERS) seed=$(SEEDS) $(SETS)
-	$(STUDY) report.part=main distill=optical ot=sinkhorn,divergence lang=$(LANGS) teacher=$(TEACHERS) seed=$(SEEDS) $(SETS)
-	$(STUDY) report.part=data data.max_pairs=$(PAIRS) $(SETS)
-	$(STUDY) report.part=domain domain=medical lang=$(LANGS) domain.ratio=$(RATIOS) domain.schedule=mixed,sequential $(SETS)
-	$(STUDY) report.part=ablation ot.blur=$(BLURS) $(SETS)
-	$(STUDY) report.part=ablation ot=unbalanced $(SETS)
-	$(STUDY) report.part=ablation ot.marginals=idf $(SETS)
-	$(STUDY) report.part=ablation ot.special_tokens=true $(SETS)
-	$(STUDY) report.part=ablation 'eval.scoring=[pooled,maxsim]' $(SETS)
-	$(STUDY) report.part=ablation distill.teacher_role=passage $(SETS)
-	$(STUDY) report.part=mmlu mcqa=mmlu_en 'mcqa.subjects=[medical]' mcqa.max_questions=$(MMLU_QUESTIONS) 'eval.sets=[]' eval.zero_shot=true eval.upper_bound=true
+	$(STUDY) report.part=zero_shot distill=none lang=$(LANGS) eval.upper_bound=true eval.translate_test=true $(SETS)
+	$(STUDY) report.part=main seed=$(SEEDS) lang=$(LANGS) distill=$(SYSTEMS) $(SETS)
+	$(STUDY) report.part=domain lang=sw domain=$(DOMAINS) domain.ratio=$(RATIOS) $(SETS)
+	best=$$($(PYTHON) experiments/report.py $(REPORT_DIR) --best-domain) && \
+	  $(STUDY) report.part=domain lang=sw $$best domain.schedule=sequential $(SETS)
+	$(STUDY) report.part=data lang=sw data.val_size=0 data.max_pairs=$(PAIRS) $(SETS)
+	for ps in $(EPOCH_STEPS); do \
+	  $(STUDY) report.part=data_epochs lang=sw data.val_size=0 data.max_pairs=$${ps%:*} trainer.max_steps=$${ps#*:} $(SETS) || exit 1; done
+	for a in $(ABLATIONS); do $(STUDY) report.part=ablation lang=sw "$$a" $(SETS) || exit 1; done
 	$(PYTHON) experiments/report.py $(REPORT_DIR) --out $(REPORT_OUT) $(REPORT_CHECK)
 endef
 
-report: install data/manifest.json  ## rerun the whole study and rewrite experiments/REPORT.md (< 2 h on 2 cores)
-	rm -rf $(REPORT_DIR)
+report: install data/manifest.json  ## run what is missing of the study and rewrite experiments/REPORT.md (resumes)
 	$(study)
 
-# The same commands on a small slice: one language, teacher and seed, 2 steps, small evaluation sets.
+# The same commands on a small slice: one language and seed, 2 steps, small evaluation sets.
 report-smoke: install data/manifest.json  ## the study end to end on a small slice (< 10 min): outputs/report-smoke
 	rm -rf outputs/report-smoke
 	$(MAKE) --no-print-directory _study REPORT_DIR=outputs/report-smoke REPORT_OUT=outputs/report-smoke \
-	  LANGS=sw TEACHERS=me5_small SEEDS=1 PAIRS=500 RATIOS=0,1.0 BLURS=0.05 MMLU_QUESTIONS=40 \
-	  EVAL_SETS='[udhr,tico19-test]' REPORT_CHECK=--require-all \
-	  REPORT_ARGS="trainer.max_steps=2 eval.max_queries=24 mcqa.max_questions=40"
+	  LANGS=sw SEEDS=1 SYSTEMS=mse,optical DOMAINS=questions RATIOS=0,1.0 PAIRS=100 EPOCH_STEPS=100:2 \
+	  ABLATIONS=eval.scoring=[pooled,maxsim] EVAL_SETS='[udhr,tico19-test,flores200-devtest,afriqa-questions-dev,afriqa-passages-dev]' \
+	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 eval.max_queries=24 mcqa.max_questions=40"
 
 _study:
 	$(study)

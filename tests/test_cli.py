@@ -283,6 +283,8 @@ def test_question_domain_trains_and_evaluates_its_held_out_questions(tmp_path):
     dev = results["metrics"]["afriqa-questions-dev-sw-en"]
     assert set(dev) == {"zero_shot", "trained"} and 0 <= dev["trained"]["P@1"] <= 1
     assert results["eval_sets"]["afriqa-questions-dev-sw-en"]["queries"] == 100
+    # the 32 held-out question pairs: "find the translation" in the domain's own held-out data
+    assert results["eval_sets"]["domain-val"]["queries"] == 32 and "trained" in results["metrics"]["domain-val"]
     assert "afrimmlu-sw" in results["eval_skipped"]  # no AfriMMLU in this data dir: skipped with a warning
 
 

@@ -37,62 +37,114 @@ def test_paired_test_separates_a_real_gain_from_noise():
         paired_test([1.0], [1.0, 0.0])
 
 
-def _job(root: Path, part: str, name: str, *, lang: str = "sw", distill: str = "optical", loss: str = "transport",
-         teacher: str = "intfloat/multilingual-e5-small", seed: int = 1, quality: float = 0.5, **cfg) -> None:
+SUBJECTS = ("anatomy", "law")
+
+
+def _job(root: Path, part: str, name: str, *, lang: str = "sw", distill: str = "optical", seed: int = 1,
+         quality: float = 0.5, stages: tuple[str, ...] = (), **cfg) -> None:
+    """A job folder in the format run.py writes: results.json, per_query.json and (sw) mcqa.json."""
     folder = root / part / name
     folder.mkdir(parents=True)
     stage = "zero_shot" if distill == "none" else "trained"
     rng = np.random.default_rng(seed)
-    per_query = {}
-    for s, metric in (("afriqa", "nDCG@10"), ("tico19-test", "P@1")):
-        values = {f"q{i}": float(rng.uniform() < quality) for i in range(60)}
-        per_query[f"{s}-{lang}-en/{stage}"] = {q: {metric: v, "RR@10": v, "R@100": v} for q, v in values.items()}
-    config = {"lang": {"code": lang}, "distill": {"name": distill}, "ot": {"loss": loss, "blur": 0.1},
-              "teacher": {"model_name_or_path": teacher}, "seed": seed, "data": {"max_pairs": cfg.get("max_pairs")},
-              "domain": {"ratio": cfg.get("ratio", 0.0), "schedule": cfg.get("schedule", "mixed")}}
-    (folder / "results.json").write_text(json.dumps({"config": config, "metrics": {}, "timing": {"total_s": 60},
-                                                     "data": {"train_pairs": 3000}}))
+    per_query, mcqa_stages = {}, {}
+    for st in (stage, *stages):
+        for s, metric in (("afriqa", "nDCG@10"), ("tico19-test", "P@1"), ("afriqa-passages-dev", "nDCG@10")):
+            values = {f"q{i}": float(rng.uniform() < cfg.get(s, quality)) for i in range(60)}
+            per_query[f"{s}-{lang}-en/{st}"] = {q: {metric: v, "RR@10": v, "R@100": v} for q, v in values.items()}
+        if cfg.get("domain"):
+            per_query[f"domain-val/{st}"] = {f"d{i}": {"P@1": float(rng.uniform() < quality)} for i in range(30)}
+        right = rng.uniform(size=40) < quality
+        mcqa_stages[st] = {f"afrimmlu-{lang}": {"predicted": [0 if r else 1 for r in right]}}
+    config = {"lang": {"code": lang}, "distill": {"name": distill}, "ot": {"loss": "transport"}, "seed": seed,
+              "data": {"max_pairs": cfg.get("max_pairs")}, "trainer": {"max_steps": cfg.get("steps", 100)},
+              "domain": {"name": cfg.get("domain", "general"), "ratio": cfg.get("ratio", 0.0),
+                         "schedule": cfg.get("schedule", "mixed")}}
+    (folder / "results.json").write_text(json.dumps({"config": config, "metrics": {}, "timing": {"process_s": 60},
+                                                     "data": {"train_pairs": 3000}, "run": {"overrides": [name]}}))
     (folder / "per_query.json").write_text(json.dumps(per_query))
+    if lang == "sw":  # 40 questions whose answer is always A; the teacher answers A on the first 30
+        (folder / "mcqa.json").write_text(json.dumps({
+            "name": "afrimmlu-sw", "ids": [f"m{i}" for i in range(40)], "subjects": [SUBJECTS[i % 2] for i in range(40)],
+            "answers": [0] * 40, "teacher_en_predicted": [0] * 30 + [1] * 10, "stages": mcqa_stages}))
 
 
 def test_report_renders_every_part_and_lists_missing_ones(tmp_path):
     root = tmp_path / "report"
-    _job(root, "zero_shot", "distill=none", distill="none", quality=0.3)
+    _job(root, "zero_shot", "distill=none,lang=sw", distill="none", quality=0.3, stages=("teacher_en", "translate_dense"))
+    _job(root, "zero_shot", "distill=none,lang=so", lang="so", distill="none", quality=0.3)
     for seed in (1, 2, 3):
         _job(root, "main", f"distill=mse,seed={seed}", distill="mse", seed=seed, quality=0.4)
         _job(root, "main", f"distill=optical,seed={seed}", seed=seed + 10, quality=0.8)
-    for pairs in (500, 1000, None):
-        _job(root, "data", f"data.max_pairs={pairs}", max_pairs=pairs)
-    (root / "domain" / "ratio=1.0").mkdir(parents=True)  # started, never finished
-    data = tmp_path / "data" / "bitext" / "so"
-    data.mkdir(parents=True)  # one real pair, then a target line that belongs to the next English line
-    (data / "medical.tsv").write_text("id\ten\tso\n1\tIn 2020, 15 cases.\tSannadka 2020, 15 kiis.\n"
-                                      "2\tOn 12 March.\tIn 1918 too.\n3\tIn 1918 too.\tSidoo kale 1918.\n")
+    for ratio, quality in ((0.0, 0.5), (0.5, 0.9)):
+        _job(root, "domain", f"domain=questions,domain.ratio={ratio}", domain="questions", ratio=ratio, quality=quality)
+        _job(root, "domain", f"domain=software,domain.ratio={ratio}", domain="software", ratio=ratio, quality=0.5)
+    (root / "domain" / "domain=medical,domain.ratio=1.0").mkdir(parents=True)  # started, never finished
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(root), "--out", str(out),
-                           "--require-all", "--data", str(tmp_path / "data")], capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr  # domain, ablation and mmlu have no complete job
-    assert "domain, ablation, mmlu" in proc.stdout
+                           "--require-all"], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr  # data, data_epochs and ablation have no complete job
+    assert "parts without results: data, data_epochs, ablation" in proc.stdout
     report = (out / "REPORT.md").read_text()
     assert "{{" not in report
-    assert "| sw | (b) mE5 | optical (transport) | 3 |" in report and "| sw | (b) mE5 | zero-shot | 1 |" in report
-    assert "AfriQA sw→en nDCG@10 ≥ 0.75 with OPTICAL" in report and "**reached**" in report
-    assert "significantly ahead of MSE on AfriQA nDCG@10 (p < 0.05)" in report and "**yes**" in report
+    assert "| OPTICAL | 3 |" in report and "| zero-shot | 1 |" in report and "| translate-test → teacher | – |" in report
+    assert "**so, retrieval**" in report and "**so, AfriMMLU" not in report  # no Somali MMLU-style set
     tests = json.loads((out / "paired_tests.json").read_text())
-    vs_mse = next(t for t in tests if t["a"] == "optical (transport)" and t["b"] == "mse" and t["set"] == "afriqa")
+    vs_mse = next(t for t in tests if (t["lang"], t["a"], t["b"], t["metric"]) == ("sw", "OPTICAL", "MSE", "AfriQA nDCG@10"))
     assert vs_mse["diff"] > 0.2 and vs_mse["p"] < 0.01  # 0.8 vs 0.4 success rates over 60 queries, 3 seeds
-    assert (out / "data_efficiency.png").is_file() and "![data](data_efficiency.png)" in report
-    assert "ratio=1.0" in report  # the incomplete domain job is listed, not dropped
-    assert "_Not available: no complete job under" in report
-    assert "| `bitext/so/medical.tsv` | 3 | 3 | 0.67 | 0.33 | 0.00 |" in report
+    assert "anatomy (n=20)" in report and "law (n=20)" in report  # per subject
+    assert (out / "domain_ratio.png").is_file() and "![domain ratio](domain_ratio.png)" in report
+    assert "Change against the same domain at ratio 0" in report
+    assert "domain=medical,domain.ratio=1.0" in report  # the incomplete job is listed, not dropped
+    assert "_Not available yet: no complete job under `report/ablation`" in report
+    assert "| zero_shot | 2 | – | 2.0 |" in report  # compute per part from each job's own timing
 
 
-def test_report_preset_compares_jobs_on_the_same_queries(tmp_path):
+def test_mcqa_records_give_per_question_accuracy_and_agreement(tmp_path):
+    from optical_lightning.reporting.report import load_part
+
+    _job(tmp_path, "main", "x", quality=1.0)  # always answers A: every answer right, agrees on 30 of 40
+    (job,), _ = load_part(tmp_path, "main")
+    assert np.mean(list(job.values("afrimmlu", "accuracy").values())) == 1.0
+    assert np.mean(list(job.values("afrimmlu", "agreement").values())) == 0.75
+    assert len(job.values("afrimmlu", "agreement", subject="law")) == 20
+    assert job.values("afrimmlu-same", "accuracy") == {}  # a mode the job did not run
+
+
+def test_best_domain_is_chosen_on_dev_only(tmp_path):
+    root = tmp_path / "report"
+    _job(root, "domain", "a", domain="medical", ratio=0.5, **{"afriqa-passages-dev": 0.2, "afriqa": 0.99})
+    _job(root, "domain", "b", domain="questions", ratio=0.25, **{"afriqa-passages-dev": 0.9, "afriqa": 0.01})
+    _job(root, "domain", "c", domain="software", ratio=0.0, **{"afriqa-passages-dev": 1.0})  # ratio 0: no domain
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(root), "--best-domain"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "domain=questions domain.ratio=0.25"
+    empty = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(tmp_path), "--best-domain"],
+                           capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: ") and "run the domain part first" in empty.stderr
+
+
+def test_report_preset_is_the_default_recipe_on_the_same_queries(tmp_path):
     from conftest import compose_config
 
     cfg = compose_config("experiment=report", "seed=3", output_dir=tmp_path)
+    default = compose_config(output_dir=tmp_path)
     assert cfg.eval.seed == 0 and cfg.eval.max_queries == 500  # not the run seed: every job, same queries
-    assert cfg.data.teacher_cache and not cfg.save_student and cfg.trainer.max_steps == 30
+    assert cfg.data.teacher_cache and not cfg.save_student and not cfg.keep_checkpoints
+    for key in ("trainer.max_steps", "optim", "distill", "ot", "student", "data.bucket_batches", "data.batch_size"):
+        node_a, node_b = cfg, default
+        for k in key.split("."):
+            node_a, node_b = node_a[k], node_b[k]
+        assert node_a == node_b, key  # the study runs `make run`'s recipe
+
+
+def test_only_the_small_records_of_a_job_are_kept_in_git():
+    job = "experiments/report/main/distill=mse,lang=sw,seed=1"
+    kept = ("results.json", "per_query.json", "mcqa.json", "config.yaml")
+    dropped = ("checkpoints/last.ckpt", "run.log", ".hydra/config.yaml", "csv/metrics.csv", "student/model.safetensors")
+    proc = subprocess.run(["git", "check-ignore", "--no-index", *(f"{job}/{f}" for f in kept + dropped)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert sorted(proc.stdout.split()) == sorted(f"{job}/{f}" for f in dropped)
 
 
 @pytest.mark.slow

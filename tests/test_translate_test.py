@@ -22,6 +22,7 @@ from conftest import FIXTURES, ROOT, TINY_MODELS, compose_config
 from rich.console import Console
 
 from optical_lightning.evaluation import EvalSuite
+from optical_lightning.evaluation.mcqa import MCQAEvaluator
 from optical_lightning.evaluation.translate_test import WordTranslator, bm25_search, first_translation
 from optical_lightning.models.tiny import tiny_encoder
 from optical_lightning.prepare import build as build_module
@@ -217,11 +218,32 @@ def test_summary_columns_grow_only_for_runs_with_translate_test():
     assert stage_columns(with_baselines) == (*STAGES, "translate_bm25")
 
 
+MCQA = FIXTURES / "mcqa" / "afrimmlu"
+
+
+def test_mcqa_translate_test_with_a_perfect_translation_answers_as_the_teacher():
+    """Oracle: "translating" each Swahili question into its English original must reproduce the teacher's
+    own answers exactly (agreement 1, the teacher row's accuracy); the identity translation must not."""
+    mcqa = MCQAEvaluator("afrimmlu-sw", str(MCQA / "sw.test.jsonl"), str(MCQA / "en.test.jsonl"), teacher_row=True)
+    questions = mcqa.load()
+    english = {q.question: e.question for q, e in zip(questions, mcqa.english)}
+    teacher = tiny_encoder(seed=0)
+    perfect = mcqa.evaluate_translated(english.__getitem__, teacher)["afrimmlu-sw"]
+    row = mcqa.evaluate(teacher, teacher, "teacher_en")["afrimmlu-sw"]
+    assert perfect["agreement"] == 1.0 and perfect["accuracy"] == row["accuracy"] and perfect["n"] == len(questions)
+    untranslated = mcqa.evaluate_translated(lambda text: text, teacher)["afrimmlu-sw"]
+    assert untranslated["agreement"] < 1.0
+    assert set(mcqa.details()["stages"]["translate_dense"]["afrimmlu-sw"]) == {"per_group", "per_subject", "predicted"}
+
+
 def test_run_reports_the_translate_test_stages(tmp_path):
     cfg = compose_config(*TINY_MODELS, "distill=none", f"eval.data_dir={EVAL}", "eval.sets=[afriqa,tico19-test]",
                          "eval.translate_test=true", f"eval.dictionary={write_dictionary(tmp_path / 'sw-en.tsv')}",
+                         f"mcqa.path={MCQA / 'sw.test.jsonl'}", f"mcqa.reference={MCQA / 'en.test.jsonl'}",
                          f"paths.root_dir={tmp_path}", output_dir=tmp_path / "run")
     results = run(cfg)
+    assert set(results["metrics"]["afrimmlu-sw"]) == {"teacher_en", "translate_dense", "zero_shot"}  # no BM25 row
+    assert 0 <= results["metrics"]["afrimmlu-sw"]["translate_dense"]["agreement"] <= 1
     assert set(results["metrics"]["afriqa-sw-en"]) == {"teacher_en", "translate_dense", "translate_bm25", "zero_shot"}
     assert set(results["metrics"]["tico19-test-sw-en"]) == {"translate_dense", "translate_bm25", "zero_shot"}
     assert "afriqa-sw-en/translate_bm25/nDCG@10" in results["flat"]

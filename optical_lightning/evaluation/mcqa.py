@@ -15,7 +15,10 @@ version. The modes:
   file's own choices);
 * ``same``: q = c = the encoder under test, question and choices in the run's language;
 * the teacher row (stage ``teacher_en``): the teacher on the English question and English choices,
-  the upper bound.
+  the upper bound;
+* translate-test (stage ``translate_dense``, ``eval.translate_test=true``): the teacher on the question
+  translated word by word (:mod:`~optical_lightning.evaluation.translate_test`) and the English choices:
+  what the student has to beat without any training.
 
 Each is reported as accuracy with a 95% Wilson interval, the chance level (mean of 1 / number of
 choices), per subject, per group (the Global-MMLU "Medical" subjects vs. the rest, when both
@@ -33,11 +36,13 @@ Files follow Global-MMLU (``CohereForAI/Global-MMLU``): ``question, option_a .. 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 import math
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -369,6 +374,18 @@ class MCQAEvaluator:
             name = self.name + MODES[mode]
             results[name] = self._record(stage, name, accuracy_report(self.questions, predicted, reference))
         return results
+
+    def evaluate_translated(self, translate: Callable[[str], str], teacher: Encoder,
+                            stage: str = "translate_dense") -> dict[str, dict[str, Any]]:
+        """The translate-test row: ``translate`` (word by word) turns each question into rough English,
+        which the teacher answers against its English choices (cross mode only: the choices are English)."""
+        if not self.questions:
+            self.load()
+        translated = [dataclasses.replace(q, question=translate(q.question)) for q in self.questions]
+        predicted = predict(translated, teacher, teacher, self.batch_size,
+                            choice_embeddings=self._teacher_choices(teacher), precision=self.precision)
+        report = accuracy_report(self.questions, predicted, self.teacher_predictions(teacher))
+        return {self.name: self._record(stage, self.name, report)}
 
     def details(self) -> dict[str, Any]:
         """``mcqa.json``: the per-question predictions of every stage and mode, for paired tests."""

@@ -205,13 +205,19 @@ class EvalSuite:
             log.info("eval.translate_test skipped for lang=%s: %s", self.lang, why)
         self.skipped["translate_test"] = why
 
-    def add_validation_bitext(self, pairs: list[BitextPair]) -> None:
+    def add_validation_bitext(self, pairs: list[BitextPair], domain_pairs: list[BitextPair] = ()) -> None:
         """"Find the translation" on the run's held-out training pairs: ``bitext-val``, a
-        retrieval metric for model selection and sweepers that never touches a test set."""
-        if pairs and self.bitext_val:
+        retrieval metric for model selection and sweepers that never touches a test set, and
+        ``domain-val`` on the held-out pairs of the domain (``domain.val_size``): every domain's own
+        in-domain set, also where no test set of that domain exists (software strings)."""
+        if not self.bitext_val:
+            return
+        if pairs:
             self.sets["bitext-val"] = translation_set(pairs, "bitext-val")
             if self.bitext_val_long > 1 and len(pairs) >= 2 * self.bitext_val_long:
                 self.sets["bitext-val-long"] = translation_set(long_pairs(pairs, self.bitext_val_long), "bitext-val-long")
+        if domain_pairs:
+            self.sets["domain-val"] = translation_set(list(domain_pairs), "domain-val")
 
     # ------------------------------------------------------------------ encoding
     def _docs(self, teacher: Encoder, rs: RetrievalSet) -> tuple[list[str], dict[str, Any]]:

@@ -1,10 +1,15 @@
-"""The study report: the parts of ``make report`` (multirun folders) -> tables, plots and REPORT.md.
+"""The study report, second edition: the job records of ``make report`` -> tables, plots and REPORT.md.
 
-Every number comes from a job's ``results.json`` / ``per_query.json``. Seeds of one configuration
-are averaged per query first; a cell is that mean over queries with a 95% bootstrap interval over
-queries (:mod:`optical_lightning.evaluation.significance`), and system comparisons are paired
-randomisation tests on the same queries. ``REPORT.template.md`` holds the prose; its
-``{{placeholders}}`` are filled here, so rerunning the study rewrites every table and plot.
+Every number comes from a job's ``results.json``, ``per_query.json`` and ``mcqa.json`` (kept in git
+under ``experiments/report/<part>/<overrides>/``, so the report re-renders without rerunning). Seeds of
+one configuration are averaged per query (per question for AfriMMLU) first; a cell is that mean with a
+95% bootstrap interval over queries (:mod:`optical_lightning.evaluation.significance`), and systems are
+compared with paired randomisation tests on the same queries. ``REPORT.template.md`` holds the prose;
+its ``{{placeholders}}`` are filled here.
+
+AfriMMLU per question: ``accuracy`` is 1 when the predicted choice is the answer, ``agreement`` when it
+is the teacher's answer to the English original. ``afrimmlu`` is the cross-lingual mode (student question,
+teacher's English choices), ``afrimmlu-same`` the same-language mode.
 """
 
 from __future__ import annotations
@@ -12,28 +17,38 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from optical_lightning.data.alignment_check import number_agreement
-from optical_lightning.data.bitext import read_bitext
 from optical_lightning.evaluation.significance import mean_ci, paired_test
 from optical_lightning.reporting.plots import save_png
 from optical_lightning.utils.atomic import atomic_write_text
 
-PARTS = ("zero_shot", "main", "data", "domain", "ablation", "mmlu")
-TEACHERS = {"sentence-transformers/all-MiniLM-L6-v2": "(a) MiniLM", "intfloat/multilingual-e5-small": "(b) mE5"}
-SYSTEMS = ("zero-shot", "mse", "optical (transport)", "optical (divergence)")
-#: (set, metric) columns of the main table; AfriQA exists for Swahili only
-MAIN_COLUMNS = (("afriqa", "nDCG@10"), ("afriqa", "RR@10"), ("afriqa", "R@100"), ("udhr", "P@1"),
-                ("tico19-test", "P@1"), ("flores200-devtest", "P@1"))
-SHORT_COLUMNS = (("afriqa", "nDCG@10"), ("udhr", "P@1"), ("tico19-test", "P@1"), ("flores200-devtest", "P@1"))
-#: the "find the translation" sets of the study (bitext files, also checked for alignment)
-TRANSLATION_SETS = ("tico19-test", "flores200-devtest")
+PARTS = ("zero_shot", "main", "domain", "data", "data_epochs", "ablation")
+#: distill.name -> the system's name in the tables
+SYSTEMS = {"none": "zero-shot", "mse": "MSE", "optical": "OPTICAL", "optical_mse": "OPTICAL + MSE"}
+#: the zero-shot job's extra stages: the English upper bound and the translate-test baselines
+BASELINES = (("teacher_en", "teacher, English query (upper bound)"), ("translate_dense", "translate-test → teacher"),
+             ("translate_bm25", "translate-test → BM25"))
+RETRIEVAL = (("AfriQA nDCG@10", "afriqa", "nDCG@10"), ("AfriQA RR@10", "afriqa", "RR@10"),
+             ("AfriQA R@100", "afriqa", "R@100"), ("UDHR nDCG@10", "udhr", "nDCG@10"),
+             ("TICO-19 P@1", "tico19-test", "P@1"), ("FLORES P@1", "flores200-devtest", "P@1"),
+             ("questions dev P@1", "afriqa-questions-dev", "P@1"))
+MCQA = (("accuracy (cross)", "afrimmlu", "accuracy"), ("agreement (cross)", "afrimmlu", "agreement"),
+        ("accuracy (same-language)", "afrimmlu-same", "accuracy"), ("agreement (same-language)", "afrimmlu-same", "agreement"))
+#: the columns of the comparisons, the domain, data and ablation tables
+SHORT = (("AfriQA nDCG@10", "afriqa", "nDCG@10"), ("TICO-19 P@1", "tico19-test", "P@1"),
+         ("FLORES P@1", "flores200-devtest", "P@1"), ("AfriMMLU accuracy", "afrimmlu", "accuracy"),
+         ("AfriMMLU agreement", "afrimmlu", "agreement"))
+#: held-out slices (dev) and the test set each stands in for
+DEV_VS_TEST = (("afriqa-passages-dev", "nDCG@10", "afriqa", "nDCG@10"), ("afriqa-questions-dev", "P@1", "afriqa", "nDCG@10"),
+               ("bitext-val", "P@1", "flores200-devtest", "P@1"))
+#: the domain's own test-like set, beside its held-out pairs (domain-val)
+IN_DOMAIN = {"medical": "tico19-test", "questions": "afriqa-questions-dev"}
+UNSUFFIXED = ("bitext-val", "domain-val")  # sets built from the run's own pairs carry no language in their key
 
 
 @dataclass
@@ -42,6 +57,7 @@ class Job:
     name: str  # the job folder: its command-line overrides
     results: dict[str, Any]
     per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    mcqa: dict[str, Any] | None = None
 
     def cfg(self, dotted: str) -> Any:
         node: Any = self.results.get("config", {})
@@ -54,51 +70,78 @@ class Job:
         return self.cfg("lang.code")
 
     @property
-    def teacher(self) -> str:
-        name = self.cfg("teacher.model_name_or_path")
-        return TEACHERS.get(name, name)
-
-    @property
     def system(self) -> str:
-        distill = self.cfg("distill.name")
-        if distill == "none":
-            return "zero-shot"
-        return f"optical ({self.cfg('ot.loss')})" if distill == "optical" else distill
+        name = SYSTEMS.get(self.cfg("distill.name"), self.cfg("distill.name"))
+        return name + (" (divergence)" if name.startswith("OPTICAL") and self.cfg("ot.loss") == "divergence" else "")
 
     @property
     def stage(self) -> str:
         return "zero_shot" if self.system == "zero-shot" else "trained"
 
-    def queries(self, eval_set: str, metric: str, stage: str | None = None, scoring: str = "") -> dict[str, float]:
-        """Per-query values of one metric, ``{qid: value}`` (empty when the set was not evaluated)."""
-        key = f"{eval_set}-{self.lang}-en{scoring}/{stage or self.stage}"
-        return {q: v[metric] for q, v in self.per_query.get(key, {}).items()}
+    def values(self, eval_set: str, metric: str, stage: str | None = None, scoring: str = "",
+               subject: str | None = None) -> dict[str, float]:
+        """Per-query (per-question) values of one metric, ``{qid: value}``; empty when not evaluated."""
+        stage = stage or self.stage
+        if eval_set.startswith("afrimmlu"):
+            return self._mcqa(eval_set, metric, stage, subject)
+        key = eval_set if eval_set in UNSUFFIXED else f"{eval_set}-{self.lang}-en"
+        return {q: v[metric] for q, v in self.per_query.get(f"{key}{scoring}/{stage}", {}).items() if metric in v}
+
+    def _mcqa(self, eval_set: str, metric: str, stage: str, subject: str | None) -> dict[str, float]:
+        m = self.mcqa
+        if not m:
+            return {}
+        name = m.get("name", "") + eval_set[len("afrimmlu"):]
+        predicted = (m.get("stages", {}).get(stage, {}).get(name) or {}).get("predicted")
+        reference = m.get("answers") if metric == "accuracy" else m.get("teacher_en_predicted")
+        if not predicted or not reference:
+            return {}
+        return {q: float(p == r) for q, s, p, r in zip(m["ids"], m["subjects"], predicted, reference)
+                if subject is None or s == subject}
+
+    @property
+    def minutes(self) -> float:
+        timing = self.results.get("timing", {})
+        return float(timing.get("process_s") or timing.get("total_s") or 0) / 60
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def load_part(root: Path, part: str) -> tuple[list[Job], list[str]]:
-    """Complete jobs of one part, and the names of incomplete ones (never silently dropped)."""
+    """Complete jobs of one part, and the names of incomplete ones (listed, never silently dropped)."""
     folder = root / part
     jobs, incomplete = [], []
     for job_dir in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
-        results = job_dir / "results.json"
-        if not results.is_file():
+        if not (job_dir / "results.json").is_file():
             incomplete.append(job_dir.name)
             continue
-        per_query = job_dir / "per_query.json"
-        jobs.append(Job(part, job_dir.name, json.loads(results.read_text()),
-                        json.loads(per_query.read_text()) if per_query.is_file() else {}))
+        jobs.append(Job(part, job_dir.name, _read(job_dir / "results.json"), _read(job_dir / "per_query.json") or {},
+                        _read(job_dir / "mcqa.json")))
     return jobs, incomplete
 
 
-def seed_mean(jobs: Iterable[Job], eval_set: str, metric: str, stage: str | None = None,
-              scoring: str = "") -> dict[str, float]:
-    """Per-query values averaged over the seeds (jobs), on the queries every seed has."""
-    tables = [j.queries(eval_set, metric, stage, scoring) for j in jobs]
-    tables = [t for t in tables if t]
-    if not tables:
-        return {}
-    common = set.intersection(*(set(t) for t in tables))
-    return {q: float(np.mean([t[q] for t in tables])) for q in sorted(common)}
+# ------------------------------------------------------------------------------------------ statistics
+@dataclass
+class Row:
+    """One line of a table: a system (its seeds) at one stage."""
+    label: str
+    jobs: list[Job]
+    stage: str | None = None
+    scoring: str = ""
+
+    def values(self, eval_set: str, metric: str, subject: str | None = None) -> dict[str, float]:
+        """Per-query values averaged over the seeds, on the queries every seed has."""
+        tables = [t for t in (j.values(eval_set, metric, self.stage, self.scoring, subject) for j in self.jobs) if t]
+        if not tables:
+            return {}
+        common = set.intersection(*(set(t) for t in tables))
+        return {q: float(np.mean([t[q] for t in tables])) for q in sorted(common)}
+
+    def mean(self, eval_set: str, metric: str) -> float | None:
+        v = self.values(eval_set, metric)
+        return float(np.mean(list(v.values()))) if v else None
 
 
 def cell(values: dict[str, float]) -> str:
@@ -108,145 +151,222 @@ def cell(values: dict[str, float]) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
+def compare(a: dict[str, float], b: dict[str, float]) -> dict[str, float] | None:
+    common = sorted(set(a) & set(b))
+    return paired_test([a[q] for q in common], [b[q] for q in common]) if common else None
+
+
+def diff_cell(t: dict[str, float] | None) -> str:
+    return "–" if t is None else f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p {_p(t['p'])}"
 
 
 def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-# ---------------------------------------------------------------------------------------------- parts
-def by_system(jobs: Iterable[Job]) -> dict[tuple[str, str, str], list[Job]]:
-    """``(lang, teacher, system) -> jobs``: the seeds of one configuration together."""
-    groups: dict[tuple[str, str, str], list[Job]] = defaultdict(list)
-    for j in jobs:
-        groups[(j.lang, j.teacher, j.system)].append(j)
-    return groups
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(r) + " |" for r in rows)])
 
 
-def main_table(zero: list[Job], main: list[Job]) -> str:
-    groups = by_system(zero + main)
-    header = ["lang", "teacher", "system", "seeds"] + [f"{s} {m}" for s, m in MAIN_COLUMNS]
+def _absent(root: Path, part: str) -> str:
+    return f"_Not available yet: no complete job under `{root.name}/{part}` (run `make report`)._"
+
+
+# ------------------------------------------------------------------------------------------------- 1
+def system_rows(zero: list[Job], main: list[Job], lang: str) -> list[Row]:
+    """zero-shot, the baselines of the zero-shot job, then each trained system (its seeds together)."""
     rows = []
+    for j in (j for j in zero if j.lang == lang):
+        rows.append(Row("zero-shot", [j]))
+        rows += [Row(label, [j], stage) for stage, label in BASELINES if any(stage == k.split("/")[-1] for k in j.per_query)
+                 or (j.mcqa and stage in j.mcqa.get("stages", {}))]
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for j in main:
+        if j.lang == lang:
+            groups[j.system].append(j)
+    return rows + [Row(s, groups[s]) for s in sorted(groups, key=lambda s: (len(s), s))]
+
+
+def main_tables(zero: list[Job], main: list[Job]) -> str:
+    out = []
     for lang in ("sw", "so"):
-        for teacher in sorted({k[1] for k in groups}):
-            for system in SYSTEMS:
-                jobs = groups.get((lang, teacher, system))
-                if jobs:
-                    rows.append([lang, teacher, system, str(len(jobs))] +
-                                [cell(seed_mean(jobs, s, m)) for s, m in MAIN_COLUMNS])
-            upper = groups.get((lang, teacher, "zero-shot"), [])
-            if upper and any(j.queries("afriqa", "nDCG@10", "teacher_en") for j in upper):
-                rows.append([lang, teacher, "teacher, English queries", str(len(upper))] +
-                            [cell(seed_mean(upper, s, m, "teacher_en")) if s == "afriqa" else "–" for s, m in MAIN_COLUMNS])
-    return _table(header, rows)
+        rows = system_rows(zero, main, lang)
+        if not rows:
+            continue
+        columns = [c for c in RETRIEVAL if any(r.values(c[1], c[2]) for r in rows)]
+        out.append(f"**{lang}, retrieval** (mean [95% CI] over queries; seeds averaged per query)\n\n" + _table(
+            ["system", "seeds"] + [c[0] for c in columns],
+            [[r.label, str(len(r.jobs)) if r.stage is None else "–"] + [cell(r.values(s, m)) for _, s, m in columns]
+             for r in rows]))
+        if n := max((len(r.values("afrimmlu", "accuracy")) for r in rows), default=0):
+            out.append(f"**{lang}, AfriMMLU test** ({n} questions; agreement: the teacher's answer to the English original)"
+                       "\n\n" + _table(["system", "seeds"] + [c[0] for c in MCQA],
+                                       [[r.label, str(len(r.jobs)) if r.stage is None else "–"] +
+                                        [cell(r.values(s, m)) for _, s, m in MCQA] for r in rows
+                                        if r.values("afrimmlu", "accuracy")]))
+    return "\n\n".join(out)
 
 
-def paired_table(zero: list[Job], main: list[Job]) -> tuple[str, list[dict]]:
-    """OPTICAL (both losses) against MSE, and each trained system against zero-shot, per query."""
-    groups = by_system(zero + main)
-    comparisons = [("optical (transport)", "mse"), ("optical (divergence)", "mse"),
-                   ("optical (transport)", "optical (divergence)"), ("optical (transport)", "zero-shot"),
-                   ("mse", "zero-shot")]
+def paired_tables(zero: list[Job], main: list[Job]) -> tuple[str, list[dict]]:
+    """OPTICAL against MSE, zero-shot and translate-test; each trained system against zero-shot."""
+    pairs = [("OPTICAL", "MSE"), ("OPTICAL", "zero-shot"), ("MSE", "zero-shot"), ("OPTICAL + MSE", "OPTICAL"),
+             ("OPTICAL + MSE", "zero-shot"), ("OPTICAL", "translate-test → teacher")]
     rows, records = [], []
-    for lang, teacher in sorted({(k[0], k[1]) for k in groups}, key=lambda k: (k[0] != "sw", k[1])):
-        for a, b in comparisons:
-            ja, jb = groups.get((lang, teacher, a)), groups.get((lang, teacher, b))
-            if not ja or not jb:
+    for lang in ("sw", "so"):
+        by_label = {r.label: r for r in system_rows(zero, main, lang)}
+        for a, b in pairs:
+            if a not in by_label or b not in by_label:
                 continue
-            for s, m in SHORT_COLUMNS:
-                va, vb = seed_mean(ja, s, m), seed_mean(jb, s, m)
-                common = sorted(set(va) & set(vb))
-                if not common:
-                    continue
-                t = paired_test([va[q] for q in common], [vb[q] for q in common])
-                records.append({"lang": lang, "teacher": teacher, "a": a, "b": b, "set": s, "metric": m, **t})
-                rows.append([lang, teacher, f"{a} − {b}", f"{s} {m}", f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]",
-                             _p(t["p"]), str(t["n"])])
-    return _table(["lang", "teacher", "comparison", "metric", "difference [95% CI]", "p (paired)", "queries"], rows), records
+            tests = {label: compare(by_label[a].values(s, m), by_label[b].values(s, m)) for label, s, m in SHORT}
+            if not any(tests.values()):
+                continue
+            rows.append([lang, f"{a} − {b}"] + [diff_cell(t) for t in tests.values()])
+            records += [{"lang": lang, "a": a, "b": b, "metric": label, **t} for label, t in tests.items() if t]
+    return _table(["lang", "comparison"] + [c[0] for c in SHORT], rows), records
 
 
-def data_table(jobs: list[Job], out: Path) -> tuple[str, Path | None]:
+def subject_table(rows: list[Row]) -> str:
+    """AfriMMLU per subject: accuracy / agreement of each system (Swahili)."""
+    rows = [r for r in rows if r.values("afrimmlu", "accuracy")]
+    subjects = sorted({s for r in rows for j in r.jobs if j.mcqa for s in j.mcqa["subjects"]})
+    if not rows or not subjects:
+        return ""
+
+    def both(r: Row, subject: str) -> str:
+        acc, agr = r.values("afrimmlu", "accuracy", subject), r.values("afrimmlu", "agreement", subject)
+        return f"{np.mean(list(acc.values())):.2f} / {np.mean(list(agr.values())):.2f}" if acc and agr else "–"
+
+    n = {s: sum(s == x for x in next(j.mcqa for r in rows for j in r.jobs if j.mcqa)["subjects"]) for s in subjects}
+    return _table(["system"] + [f"{s.replace('_', ' ')} (n={n[s]})" for s in subjects],
+                  [[r.label] + [both(r, s) for s in subjects] for r in rows])
+
+
+# ------------------------------------------------------------------------------------------------- 2
+def _domain_key(j: Job) -> tuple[str, str, float]:
+    return (j.cfg("domain.name") or "general", j.cfg("domain.schedule") or "mixed", float(j.cfg("domain.ratio") or 0))
+
+
+def domain_columns(domain: str) -> list[tuple[str, str, str]]:
+    cols = list(SHORT) + [("in-domain: held-out pairs P@1", "domain-val", "P@1")]
+    if domain in IN_DOMAIN:
+        cols.append((f"in-domain: {IN_DOMAIN[domain]} P@1", IN_DOMAIN[domain], "P@1"))
+    return cols
+
+
+def domain_tables(jobs: list[Job], main: list[Job], out: Path) -> str:
+    """Each domain at each ratio (mixed), sequential; the change against the same domain at ratio 0."""
+    jobs = sorted(jobs, key=lambda j: (_domain_key(j)[0], _domain_key(j)[1] != "mixed", _domain_key(j)[2]))
+    general = [j for j in main if j.lang == "sw" and j.system == "OPTICAL" and j.cfg("seed") == 1]
+    header = ["domain", "schedule", "ratio"] + [c[0] for c in SHORT] + ["in-domain: held-out pairs P@1", "in-domain: test-like set P@1"]
+    rows = [["general (main OPTICAL, seed 1)", "–", "0"] + [cell(Row("", general).values(s, m)) for _, s, m in SHORT] + ["–", "–"]
+            ] if general else []
+    deltas = []
+    for j in jobs:
+        name, schedule, ratio = _domain_key(j)
+        cols = domain_columns(name)
+        cells = [cell(j.values(s, m)) for _, s, m in cols]
+        rows.append([name, schedule, f"{ratio:g}"] + cells + (["–"] if len(cols) == len(SHORT) + 1 else []))
+        base = next((b for b in jobs if _domain_key(b) == (name, "mixed", 0.0)), None)
+        if base is not None and base is not j:
+            deltas.append([name, schedule, f"{ratio:g}"] + [diff_cell(compare(j.values(s, m), base.values(s, m)))
+                                                            for _, s, m in cols[:len(SHORT) + 1]])
+    text = _table(header, rows)
+    if deltas:
+        text += ("\n\nChange against the same domain at ratio 0 (paired over the same queries and questions):\n\n" +
+                 _table(["domain", "schedule", "ratio"] + [c[0] for c in SHORT] + ["in-domain: held-out pairs P@1"], deltas))
+    panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]] = {}
+    for label, s, m in (*SHORT, ("in-domain held-out pairs P@1", "domain-val", "P@1")):
+        series = defaultdict(list)
+        for j in jobs:
+            name, schedule, ratio = _domain_key(j)
+            values = j.values(s, m)
+            if schedule == "mixed" and values:
+                series[(name, "")].append((ratio, float(np.mean(list(values.values())))))
+        panels[label] = dict(series)
+    plot = _line_plot(out / "domain_ratio.png", "share of domain pairs (mixed)", panels)
+    subjects = _domain_subjects(jobs)
+    return text + (f"\n\n![domain ratio]({plot.name})" if plot else "") + (
+        f"\n\nAfriMMLU per subject, accuracy / agreement:\n\n{subjects}" if subjects else "")
+
+
+def _domain_subjects(jobs: list[Job]) -> str:
+    rows = [Row(f"{d}, {s}, {r:g}", [j]) for j in jobs for d, s, r in [_domain_key(j)]]
+    return subject_table(rows)
+
+
+def best_domain(root: Path) -> str:
+    """The mixed (domain, ratio > 0) with the best dev score, afriqa-passages-dev nDCG@10 (the held-out
+    AfriQA questions against the passages, graded by the teacher): the sequential run's setting."""
+    jobs, _ = load_part(root, "domain")
+    scored = [(float(np.mean(list(v.values()))), _domain_key(j)) for j in jobs
+              if _domain_key(j)[1] == "mixed" and _domain_key(j)[2] > 0 and (v := j.values("afriqa-passages-dev", "nDCG@10"))]
+    if not scored:
+        raise ValueError(f"{root / 'domain'}: no complete mixed job with ratio > 0 evaluated afriqa-passages-dev")
+    _, (name, _, ratio) = max(scored)
+    return f"domain={name} domain.ratio={ratio:g}"
+
+
+# ------------------------------------------------------------------------------------------------- 3
+def data_table(fixed_steps: list[Job], fixed_epochs: list[Job], main: list[Job], out: Path) -> str:
     def size(j: Job) -> int:
         return j.cfg("data.max_pairs") or j.results.get("data", {}).get("train_pairs") or 0
 
-    jobs = sorted(jobs, key=size)
-    rows = [[str(size(j)) + ("" if j.cfg("data.max_pairs") else " (all)"), j.lang] +
-            [cell(j.queries(s, m)) for s, m in SHORT_COLUMNS] for j in jobs]
-    series = {(f"{s} {m}", ""): [(size(j), float(np.mean(list(j.queries(s, m).values())))) for j in jobs if j.queries(s, m)]
-              for s, m in SHORT_COLUMNS}
-    plot = _line_plot(out / "data_efficiency.png", "training pairs (log scale)", {"": series}, log_x=True)
-    return _table(["pairs", "lang"] + [f"{s} {m}" for s, m in SHORT_COLUMNS], rows), plot
+    everything = [j for j in main if j.lang == "sw" and j.system == "OPTICAL" and j.cfg("seed") == 1]
+    rows, panels = [], {}
+    for regime, jobs in (("fixed steps (100 × 32 pairs)", fixed_steps + everything), ("fixed epochs (3)", fixed_epochs)):
+        jobs = sorted(jobs, key=size)
+        rows += [[regime, f"{size(j):,}" + (" (all)" if not j.cfg("data.max_pairs") else ""),
+                  str(j.cfg("trainer.max_steps"))] + [cell(j.values(s, m)) for _, s, m in SHORT] for j in jobs]
+        panels[regime] = {(label, ""): [(size(j), float(np.mean(list(j.values(s, m).values())))) for j in jobs if j.values(s, m)]
+                          for label, s, m in SHORT[:3]}
+    plot = _line_plot(out / "data_efficiency.png", "training pairs (log scale)", panels, log_x=True)
+    return _table(["budget", "training pairs", "steps"] + [c[0] for c in SHORT], rows) + (
+        f"\n\n![data efficiency]({plot.name})" if plot else "")
 
 
-def domain_table(jobs: list[Job], out: Path) -> tuple[str, Path | None]:
-    cols = (("tico19-test", "P@1", "in-domain"), ("afriqa", "nDCG@10", "general"), ("flores200-devtest", "P@1", "general"),
-            ("udhr", "P@1", "general"))
-    jobs = sorted(jobs, key=lambda j: (j.lang != "sw", j.cfg("domain.schedule"), j.cfg("domain.ratio")))
-    rows = [[j.lang, j.cfg("domain.schedule"), f"{j.cfg('domain.ratio'):g}"] + [cell(j.queries(s, m)) for s, m, _ in cols]
-            for j in jobs]
-    # one panel per language; colour = evaluation set, line style = schedule
-    panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+# ------------------------------------------------------------------------------------------------- 4
+def ablation_label(job: Job) -> str:
+    own = [o for o in (job.results.get("run") or {}).get("overrides") or [job.name]
+           if not o.startswith(("experiment=", "paths.", "report.", "hydra.", "trainer.enable_progress_bar"))]
+    return ", ".join(own) or job.name
+
+
+def ablation_table(jobs: list[Job], main: list[Job]) -> str:
+    base = next((j for j in main if j.lang == "sw" and j.system == "OPTICAL" and j.cfg("seed") == 1), None)
+    if base is None:
+        return "_Not available yet: the baseline, main OPTICAL sw seed 1, is not complete._"
+    cols = SHORT[:3]
+    rows = [["baseline: the default recipe (main OPTICAL, sw, seed 1)"] + [cell(base.values(s, m)) for _, s, m in cols]]
     for j in jobs:
-        for s, m, kind in cols:
-            if j.queries(s, m):
-                panels[j.lang][(f"{s} {m} ({kind})", j.cfg("domain.schedule"))].append(
-                    (j.cfg("domain.ratio"), float(np.mean(list(j.queries(s, m).values())))))
-    plot = _line_plot(out / "domain_ratio.png", "medical share of the training pairs", panels)
-    return _table(["lang", "schedule", "medical ratio"] + [f"{s} {m} ({k})" for s, m, k in cols], rows), plot
+        rows.append([ablation_label(j)] + [diff_cell(compare(j.values(s, m), base.values(s, m))) for _, s, m in cols])
+        if any("/maxsim/" in k for k in j.per_query):
+            rows.append([f"{ablation_label(j)}: max-sim against pooled scoring, same model"] +
+                        [diff_cell(compare(j.values(s, m, scoring="/maxsim"), j.values(s, m))) for _, s, m in cols])
+    return _table(["variant", *(f"{c[0]}: Δ against the baseline [95% CI], p" for c in cols)], rows)
 
 
-def ablation_label(job: Job, jobs: list[Job]) -> str:
-    """The overrides that set this job apart from the part's other jobs (``ot.blur=0.05``)."""
-    def own(j: Job) -> list[str]:
-        return [o for o in (j.results.get("run") or {}).get("overrides") or [j.name]
-                if not o.startswith(("experiment=", "paths.", "report.part=", "hydra."))]
-    shared = set.intersection(*(set(own(j)) for j in jobs)) if len(jobs) > 1 else set()
-    return ", ".join(o for o in own(job) if o not in shared) or job.name
-
-
-def ablation_table(jobs: list[Job]) -> str:
-    base = next((j for j in jobs if "maxsim" in j.name), None)
-    rows = []
-    variants = ([("baseline (blur 0.1, balanced, uniform, no specials; pooled)", base, "")] if base else []) + \
-               [(ablation_label(j, jobs), j, "") for j in jobs if j is not base] + \
-               ([("scoring: max-sim (baseline model)", base, "/maxsim")] if base else [])
-    for label, j, scoring in variants:
-        row = [label]
-        for s, m in SHORT_COLUMNS:
-            values = j.queries(s, m, scoring=scoring)
-            ref = base.queries(s, m) if base else {}
-            common = sorted(set(values) & set(ref))
-            if values and common and (j is not base or scoring):
-                t = paired_test([values[q] for q in common], [ref[q] for q in common])
-                row.append(f"{np.mean(list(values.values())):.3f} ({t['diff']:+.3f}, p {_p(t['p'])})")
-            else:
-                row.append(f"{np.mean(list(values.values())):.3f}" if values else "–")
-        rows.append(row)
-    return _table(["variant (change from the baseline)"] + [f"{s} {m} (Δ, p)" for s, m in SHORT_COLUMNS], rows)
-
-
-def mmlu_table(jobs: list[Job]) -> str:
-    from scipy.stats import binomtest
+# ------------------------------------------------------------------------------------------------- 5
+def dev_test_table(jobs: list[Job]) -> str:
+    """Do the held-out slices rank the trained Swahili jobs as the test sets do? (Spearman over jobs)."""
+    from scipy.stats import spearmanr
 
     rows = []
-    for j in jobs:
-        for name, stages in j.results.get("metrics", {}).items():
-            for stage, label in (("teacher_en", "teacher (English mE5)"), ("zero_shot", "student, zero-shot"),
-                                 ("trained", f"student, trained ({j.lang}, {j.system})")):
-                if stage in stages:
-                    r = stages[stage]
-                    ci = binomtest(round(r["accuracy"] * r["n"]), int(r["n"])).proportion_ci()
-                    rows.append([name, label, f"{r['accuracy']:.3f} [{ci.low:.3f}, {ci.high:.3f}]", f"{r['chance']:.3f}",
-                                 str(int(r["n"]))])
-    return _table(["set", "encoder (question side)", "accuracy [95% CI]", "chance", "questions"], rows)
+    trained = [j for j in jobs if j.lang == "sw" and j.stage == "trained"]
+    for dev, dev_metric, test, test_metric in DEV_VS_TEST:
+        pairs = [(np.mean(list(d.values())), np.mean(list(t.values()))) for j in trained
+                 if (d := j.values(dev, dev_metric)) and (t := j.values(test, test_metric))]
+        if len(pairs) >= 3:
+            rho, p = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+            rows.append([f"{dev} {dev_metric}", f"{test} {test_metric}", str(len(pairs)), f"{rho:+.2f}", _p(float(p))])
+    return _table(["held-out slice (dev)", "test set", "trained sw jobs", "Spearman ρ", "p"], rows) if rows else \
+        "_Not available yet: fewer than 3 complete Swahili jobs with both a dev slice and its test set._"
 
 
+# ---------------------------------------------------------------------------------------------- render
 def _line_plot(path: Path, xlabel: str, panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]],
                log_x: bool = False) -> Path | None:
-    """One panel per key of ``panels`` (its title); a series is keyed ``(metric, variant)``: colour = metric,
+    """One panel per key of ``panels`` (its title); a series is keyed ``(name, variant)``: colour = name,
     line style = variant (solid for the first or only one)."""
     panels = {title: {k: sorted(v) for k, v in series.items() if len(v) >= 2} for title, series in panels.items()}
     panels = {title: series for title, series in panels.items() if series}
@@ -254,111 +374,46 @@ def _line_plot(path: Path, xlabel: str, panels: dict[str, dict[tuple[str, str], 
         return None
     import matplotlib.pyplot as plt  # headless backend set by optical_lightning.reporting.plots
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 2 * (len(panels) == 1), 4.2), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 4.0), squeeze=False)
     colours: dict[str, str] = {}
     styles: dict[str, str] = {}
     for ax, (title, series) in zip(axes[0], panels.items()):
-        for (metric, variant), points in series.items():
-            colour = colours.setdefault(metric, f"C{len(colours)}")
+        for (name, variant), points in series.items():
+            colour = colours.setdefault(name, f"C{len(colours)}")
             style = styles.setdefault(variant, ("-", "--", ":", "-.")[len(styles) % 4])
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colour, linestyle=style,
-                    label=f"{metric}, {variant}" if variant else metric)
-        if title:
-            ax.set_title(title)
+                    label=f"{name}, {variant}" if variant else name)
+        ax.set_title(title, fontsize=9)
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    axes[0][0].set_ylabel("metric (mean over queries)")
+    axes[0][0].set_ylabel("mean over queries")
     fig.tight_layout()
     return save_png(fig, path)
 
 
-# ---------------------------------------------------------------------------------------------- render
-def alignment_table(data_dir: Path) -> str:
-    """Number agreement (:mod:`optical_lightning.data.alignment_check`) of the bitext and translation sets."""
-    files = sorted(data_dir.glob("bitext/*/*.tsv")) + [
-        data_dir / "eval" / "translation" / lang / f"{s}.tsv" for lang in ("sw", "so") for s in TRANSLATION_SETS]
-    rows = []
-    for path in files:
-        if path.is_file():
-            a = number_agreement(read_bitext(path, path.parent.name))
-            share = (lambda x: f"{x:.2f}") if a.with_numbers else (lambda x: "–")
-            rows.append([f"`{path.relative_to(data_dir)}`", f"{a.pairs:,}", f"{a.with_numbers:,}", share(a.own),
-                         share(a.next), share(a.previous)])
-    if not rows:
-        return f"_Not available: no bitext under `{data_dir}` (run `make data`)._"
-    return _table(["file", "pairs", "with a number", "target shares its own line's number",
-                   "only the next line's", "only the previous line's"], rows)
-
-
-def targets(zero: list[Job], main: list[Job], paired: list[dict]) -> str:
-    """The issue's targets, checked on the measured tables and the paired tests (``paired_table``'s records)."""
-    def best(lang: str, s: str, m: str, stage_filter: Callable[[Job], bool]) -> tuple[str, float] | None:
-        groups: dict[tuple, list[Job]] = defaultdict(list)
-        for j in main:
-            if j.lang == lang and stage_filter(j):
-                groups[(j.teacher, j.system)].append(j)
-        scored = [(f"{sys} / {t}", float(np.mean(list(seed_mean(js, s, m).values()))))
-                  for (t, sys), js in groups.items() if seed_mean(js, s, m)]
-        return max(scored, key=lambda x: x[1]) if scored else None
-
-    lines = []
-    sw = best("sw", "afriqa", "nDCG@10", lambda j: j.system.startswith("optical"))
-    if sw:
-        lines.append(f"- AfriQA sw→en nDCG@10 ≥ 0.75 with OPTICAL: best OPTICAL cell {sw[1]:.3f} ({sw[0]}): "
-                     f"**{'reached' if sw[1] >= 0.75 else 'not reached'}**.")
-        system, teacher = sw[0].split(" / ")
-        test = next((t for t in paired if (t["lang"], t["teacher"], t["a"], t["b"], t["set"], t["metric"])
-                     == ("sw", teacher, system, "mse", "afriqa", "nDCG@10")), None)
-        if test:
-            ahead = test["diff"] > 0 and test["p"] < 0.05
-            lines.append(f"- That OPTICAL system significantly ahead of MSE on AfriQA nDCG@10 (p < 0.05): "
-                         f"{test['diff']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p {_p(test['p'])}: "
-                         f"**{'yes' if ahead else 'no'}**.")
-    else:
-        lines.append("- AfriQA sw→en nDCG@10 ≥ 0.75: not measured (no Swahili OPTICAL job evaluated AfriQA).")
-    zero_so = [j for j in zero if j.lang == "so" and "mE5" in j.teacher]
-    so = best("so", "tico19-test", "P@1", lambda j: j.system.startswith("optical"))
-    if so and zero_so:
-        z = float(np.mean(list(seed_mean(zero_so, "tico19-test", "P@1").values())))
-        lines.append(f"- Somali TICO-19 test P@1 ≥ zero-shot + 0.10: zero-shot {z:.3f}, best OPTICAL {so[1]:.3f} ({so[0]}), "
-                     f"{so[1] - z:+.3f}: **{'reached' if so[1] - z >= 0.10 else 'not reached'}**.")
-    else:
-        lines.append("- Somali TICO-19 test P@1 ≥ zero-shot + 0.10: not measured (no Somali OPTICAL and zero-shot jobs).")
-    return "\n".join(lines)
-
-
-def render(root: Path, out: Path, template: Path, data_dir: Path = Path("data")) -> tuple[Path, list[str]]:
+def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
     """Fill the template from the parts under ``root``; returns REPORT.md's path and the missing parts."""
     parts = {p: load_part(root, p) for p in PARTS}
     missing = [p for p, (jobs, _) in parts.items() if not jobs]
     out.mkdir(parents=True, exist_ok=True)
-
-    def absent(part: str) -> str:
-        return f"_Not available: no complete job under `{root / part}` (run `make report`)._"
-
-    zero, main = parts["zero_shot"][0], parts["main"][0]
+    jobs = {p: j for p, (j, _) in parts.items()}
+    zero, main = jobs["zero_shot"], jobs["main"]
     fills: dict[str, str] = {}
-    fills["main_table"] = main_table(zero, main) if zero or main else absent("main")
-    paired, records = paired_table(zero, main) if main else (absent("main"), [])
-    fills["paired_table"] = paired
-    fills["targets"] = targets(zero, main, records) if main else absent("main")
-    for name, fn in (("data", data_table), ("domain", domain_table)):
-        if parts[name][0]:
-            table, plot = fn(parts[name][0], out)
-            fills[f"{name}_table"] = table + (f"\n\n![{name}]({plot.name})" if plot else "")
-        else:
-            fills[f"{name}_table"] = absent(name)
-    fills["ablation_table"] = ablation_table(parts["ablation"][0]) if parts["ablation"][0] else absent("ablation")
-    fills["alignment_table"] = alignment_table(data_dir)
-    fills["mmlu_table"] = mmlu_table(parts["mmlu"][0]) if parts["mmlu"][0] else absent("mmlu")
+    fills["main_table"] = main_tables(zero, main) if zero or main else _absent(root, "main")
+    fills["paired_table"], records = paired_tables(zero, main) if main else (_absent(root, "main"), [])
+    fills["subject_table"] = subject_table(system_rows(zero, main, "sw")) or _absent(root, "main")
+    fills["domain_table"] = domain_tables(jobs["domain"], main, out) if jobs["domain"] else _absent(root, "domain")
+    fills["data_table"] = (data_table(jobs["data"], jobs["data_epochs"], main, out)
+                           if jobs["data"] or jobs["data_epochs"] else _absent(root, "data"))
+    fills["ablation_table"] = ablation_table(jobs["ablation"], main) if jobs["ablation"] else _absent(root, "ablation")
+    fills["dev_test_table"] = dev_test_table([j for p in PARTS for j in jobs[p]])
     fills["runs"] = _table(["part", "complete jobs", "incomplete", "compute (min)"],
-                           [[p, str(len(j)), ", ".join(inc) or "–",
-                             f"{sum(x.results.get('timing', {}).get('total_s', 0) for x in j) / 60:.1f}"]
+                           [[p, str(len(j)), ", ".join(inc) or "–", f"{sum(x.minutes for x in j):.1f}"]
                             for p, (j, inc) in parts.items()])
+    fills["total_minutes"] = f"{sum(x.minutes for p in PARTS for x in jobs[p]):.0f}"
     text = template.read_text()
     for key, value in fills.items():
         text = text.replace("{{" + key + "}}", value)
@@ -367,3 +422,4 @@ def render(root: Path, out: Path, template: Path, data_dir: Path = Path("data"))
         raise ValueError(f"{template}: unknown placeholders {left}")
     atomic_write_text(out / "paired_tests.json", json.dumps(records, indent=1))
     return atomic_write_text(out / "REPORT.md", text), missing
+

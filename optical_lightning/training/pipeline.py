@@ -165,7 +165,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     suite: EvalSuite = build(cfg.eval, "eval")
     suite.load()
     if datamodule is not None and suite.sets:
-        suite.add_validation_bitext(datamodule.val_pairs)
+        suite.add_validation_bitext(datamodule.val_pairs, datamodule.domain_val_pairs)
     mcqa = build(cfg.mcqa, "mcqa") if cfg.get("mcqa") else None
     if mcqa is not None and not mcqa.load():  # an optional set whose file is missing: skipped, said once
         suite.skipped[mcqa.name] = mcqa.skipped
@@ -203,13 +203,18 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         t0 = time.time()
         for name, values in (suite.evaluate(encoder, teacher, stage) if suite.sets else {}).items():
             metrics.setdefault(name, {})[stage] = values
-        if mcqa is not None and stage not in suite.translate_stages and (stage != "teacher_en" or mcqa.teacher_row):
-            for name, report in mcqa.evaluate(encoder, teacher, stage).items():
-                metrics.setdefault(name, {})[stage] = report
-                log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
-                         report["ci95_low"], report["ci95_high"], report["chance"], report["n"],
-                         f", agreement with the teacher in English {report['agreement']:.3f}"
-                         if "agreement" in report else "")
+        if stage == "translate_dense" and mcqa is not None:  # translate-test of the questions (no BM25: 4 choices)
+            answered = mcqa.evaluate_translated(suite.translator.translate, teacher, stage)
+        elif mcqa is not None and stage not in suite.translate_stages and (stage != "teacher_en" or mcqa.teacher_row):
+            answered = mcqa.evaluate(encoder, teacher, stage)
+        else:
+            answered = {}
+        for name, report in answered.items():
+            metrics.setdefault(name, {})[stage] = report
+            log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
+                     report["ci95_low"], report["ci95_high"], report["chance"], report["n"],
+                     f", agreement with the teacher in English {report['agreement']:.3f}"
+                     if "agreement" in report else "")
         timing[f"eval_{stage}_s"] = time.time() - t0
 
     evaluating = bool(suite.sets) or mcqa is not None
