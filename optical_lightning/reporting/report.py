@@ -223,6 +223,8 @@ def paired_tables(zero: list[Job], main: list[Job]) -> tuple[str, list[dict]]:
                 continue
             rows.append([lang, f"{a} − {b}"] + [diff_cell(t) for t in tests.values()])
             records += [{"lang": lang, "a": a, "b": b, "metric": label, **t} for label, t in tests.items() if t]
+    if not rows:
+        return "_Not available yet: no two systems of one language are complete._", records
     return _table(["lang", "comparison"] + [c[0] for c in SHORT], rows), records
 
 
