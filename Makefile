@@ -82,8 +82,8 @@ report-smoke: install data/manifest.json  ## the study end to end on a small sli
 	rm -rf outputs/report-smoke
 	$(MAKE) --no-print-directory _study REPORT_DIR=outputs/report-smoke REPORT_OUT=outputs/report-smoke \
 	  LANGS=sw SEEDS=1 SYSTEMS=mse,optical DOMAINS=questions RATIOS=0,1.0 PAIRS=100 EPOCH_STEPS=100:2 \
-	  ABLATIONS=eval.scoring=[pooled,maxsim] EVAL_SETS='[udhr,tico19-test,flores200-devtest,afriqa-questions-dev,afriqa-passages-dev]' \
-	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 eval.max_queries=24 mcqa.max_questions=40"
+	  ABLATIONS=ot=unbalanced EVAL_SETS='[udhr,tico19-test,flores200-devtest,afriqa-questions-dev,afriqa-passages-dev]' \
+	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 eval.max_queries=24 mcqa.max_questions=40"
 
 _study:
 	$(study)

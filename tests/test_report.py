@@ -60,7 +60,7 @@ def _job(root: Path, part: str, name: str, *, lang: str = "sw", distill: str = "
               "data": {"max_pairs": cfg.get("max_pairs")}, "trainer": {"max_steps": cfg.get("steps", 100)},
               "domain": {"name": cfg.get("domain", "general"), "ratio": cfg.get("ratio", 0.0),
                          "schedule": cfg.get("schedule", "mixed")}}
-    (folder / "results.json").write_text(json.dumps({"config": config, "metrics": {}, "timing": {"process_s": 60},
+    (folder / "results.json").write_text(json.dumps({"config": config, "metrics": {}, "timing": {"total_s": 60, "process_s": 600},
                                                      "data": {"train_pairs": 3000}, "run": {"overrides": [name]}}))
     (folder / "per_query.json").write_text(json.dumps(per_query))
     if lang == "sw":  # 40 questions whose answer is always A; the teacher answers A on the first 30

@@ -102,7 +102,7 @@ class Job:
     @property
     def minutes(self) -> float:
         timing = self.results.get("timing", {})
-        return float(timing.get("process_s") or timing.get("total_s") or 0) / 60
+        return float(timing.get("total_s") or 0) / 60  # not process_s: in a multirun it counts the earlier jobs too
 
 
 def _read(path: Path) -> Any:
