@@ -9,6 +9,7 @@ import csv
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,9 +47,10 @@ def refused(run_dir: Path, *overrides: str) -> str:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    """The bytes of everything a run writes (Hydra's own .hydra/ and run.log record every invocation)."""
+    """The bytes of everything a run writes (Hydra's own .hydra/ and run.log record every invocation, the
+    lock file its holder)."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and ".hydra" not in p.parts and p.name != "run.log"}
+            if p.is_file() and ".hydra" not in p.parts and p.name not in ("run.log", ".run.lock")}
 
 
 def metric_steps(run_dir: Path, key: str = "train/loss") -> list[int]:
@@ -177,3 +179,50 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tmp_path):
     assert "stopped by Ctrl-C (SIGINT)" in stderr and f"hydra.run.dir={run_dir} to resume" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr
     assert not (run_dir / "results.json").exists()
+
+
+def test_resume_with_a_replaced_training_file_is_refused_unless_allowed(tmp_path):
+    train = tmp_path / "train.tsv"
+    shutil.copy(SW_BITEXT, train)
+    run_dir = tmp_path / "run"
+    rerun_into(run_dir, "trainer.max_steps=4", f"data.train={train}")
+    saved = json.loads((run_dir / "results.json").read_text())["config"]["data_files"]
+    assert list(saved) == ["data.train[0]"] and saved["data.train[0]"].startswith(f"{train.stat().st_size} bytes")
+    rewind(run_dir, 2)
+    train.write_text("".join(train.read_text().splitlines(keepends=True)[:-20]))  # same path, other pairs
+    before = snapshot(run_dir)
+    line = refused(run_dir, "trainer.max_steps=4", f"data.train={train}")
+    assert "unfinished run (checkpoint at step 2)" in line and "data_files.data.train[0]" in line, line
+    assert snapshot(run_dir) == before
+
+    rerun_into(run_dir, "trainer.max_steps=4", f"data.train={train}", "allow_config_change=true")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list(results["resumed"]["changed"]) == ["data_files.data.train[0]"]
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from optical_lightning.training.rundir import locked
+with locked(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_into_a_busy_folder_refuses_and_names_the_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = run_into(run_dir, "trainer.max_steps=2", cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and errors == [
+        f"error: {run_dir} is in use by another run (process {holder.pid} on {socket.gethostname()}); wait for it "
+        f"to end, or choose another hydra.run.dir"], proc.stderr[-3000:]
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "results.json").exists()
+    rerun_into(run_dir, "trainer.max_steps=2")  # the holder is gone, so is its lock
+    assert (run_dir / "results.json").is_file()

@@ -9,6 +9,7 @@ the run directory changes until they are.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -36,12 +38,14 @@ from optical_lightning.training.rundir import (
     RunDir,
     checkpoint_step,
     clear_outputs,
+    data_fingerprints,
+    locked,
     newest_checkpoint,
     plan_run_dir,
 )
 from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text, point_symlink
 from optical_lightning.utils.config import build
-from optical_lightning.utils.errors import ConfigError, OpticalError, RunInterrupted, require_int
+from optical_lightning.utils.errors import ConfigError, OpticalError, RunInterrupted, as_list, require_int
 from optical_lightning.utils.languages import check_language
 from optical_lightning.utils.resources import machine, peak_rss_mb, process_age_s, prompt_memory_return
 
@@ -122,10 +126,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Returns the results dictionary that is also written to ``<run dir>/results.json``.
     """
     loggers: list[Any] = []
-    try:
-        return _run(cfg, loggers)
-    finally:
-        finish(loggers)  # close W&B runs even on errors, so the next job of a multirun starts clean
+    # one run per folder: under DDP rank 0 holds the lock for the ranks it starts
+    with locked(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        try:
+            return _run(cfg, loggers)
+        finally:
+            finish(loggers)  # close W&B runs even on errors, so the next job of a multirun starts clean
 
 
 def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
@@ -140,6 +146,9 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
 
     # 1. The run directory: a complete run is not redone, an unfinished one resumes only with its own settings.
     config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.distill.train:  # a training file replaced between an interruption and its resume is a changed setting
+        config["data_files"] = data_fingerprints({key: as_list(config["data"].get(key.split(".")[1]))
+                                                  for key in ("data.train", "data.domain_files")})
     state = plan_run_dir(out_dir, config, rerun=bool(cfg.get("rerun", False)),
                          allow_config_change=bool(cfg.get("allow_config_change", False)),
                          resume=cfg.get("ckpt_path") == "auto")
@@ -192,7 +201,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         if cfg.get("rerun", False):
             clear_outputs(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(out_dir / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     teacher = build(cfg.teacher, "teacher", frozen=True)
     student = build(cfg.student, "student", target_dim=teacher.dim)
