@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import pytest
 from conftest import SO_BITEXT, SW_BITEXT
@@ -183,3 +185,18 @@ def test_a_held_out_count_larger_than_the_data_keeps_half_for_training(caplog):
 def test_impossible_data_settings_name_the_key(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         BitextDataModule(str(SW_BITEXT), "sw", **kwargs)
+
+
+def test_columns_swapped_under_a_correct_header_are_warned_about_with_counts(tmp_path, caplog):
+    rows = [line.split("\t") for line in SW_BITEXT.read_text(encoding="utf-8").splitlines()[1:]]
+    swapped = tmp_path / "swapped.tsv"
+    swapped.write_text("id\ten\tsw\n" + "".join(f"{i}\t{sw}\t{en}\n" for i, en, sw in rows), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="optical_lightning.data.bitext"):
+        read_bitext(SW_BITEXT, "sw")
+        read_bitext(SO_BITEXT, "so")
+        assert not caplog.records  # real files, the right way round
+        read_bitext(swapped, "sw")
+    [record] = caplog.records
+    reverse, forward = map(int, re.search(r"does not in (\d+) of 200 rows \(the reverse in (\d+)\)",
+                                          record.getMessage()).groups())
+    assert reverse > 150 and forward < 5 and "are the columns swapped?" in record.getMessage()

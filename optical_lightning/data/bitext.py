@@ -9,12 +9,16 @@ Two formats are accepted:
   code (and optionally ``id``).
 
 Malformed input raises :class:`~optical_lightning.utils.errors.DataError` naming the file, the line and
-what was expected; it is never skipped silently.
+what was expected; it is never skipped silently. Columns swapped under a correct header (the target
+language under ``en``) would train the student in reverse, so a cheap English score of both sides
+warns about them, with counts.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +26,16 @@ from pathlib import Path
 
 from optical_lightning.utils.errors import DataError
 from optical_lightning.utils.textfiles import jsonl_rows, read_lines
+
+log = logging.getLogger(__name__)
+
+# English function words that are not words of Swahili or Somali (Somali "in" and "a" are left out): a text
+# holding one reads as English. Enough to tell which column of a file is English, not a language identifier.
+ENGLISH_MARKERS = frozenset(
+    "the of and to is are was were for with that this from by be have has not it its you your which will "
+    "can what how there their they should would".split())
+SWAP_CHECK_ROWS = 5000  # the first rows are enough to see a swap
+SWAP_WARNING_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -77,9 +91,33 @@ def read_bitext(path: str | Path, lang: str) -> list[BitextPair]:
         raise missing_bitext(path, lang)
     suffix = path.suffix.lower()
     lines = read_lines(path)
-    if suffix in {".jsonl", ".json"}:
-        return _read_jsonl(path, lines, lang)
-    return _read_tsv(path, lines, lang)
+    pairs = _read_jsonl(path, lines, lang) if suffix in {".jsonl", ".json"} else _read_tsv(path, lines, lang)
+    warn_if_swapped(pairs, path, lang)
+    return pairs
+
+
+def reads_as_english(text: str) -> bool:
+    return any(word in ENGLISH_MARKERS for word in re.findall(r"\w+", text.casefold()))
+
+
+def swapped_rows(pairs: Sequence[BitextPair]) -> tuple[int, int]:
+    """(rows whose target side reads as English and whose English side does not, the reverse)."""
+    target_english = english_english = 0
+    for p in pairs[:SWAP_CHECK_ROWS]:
+        en, tgt = reads_as_english(p.en), reads_as_english(p.tgt)
+        target_english += tgt and not en
+        english_english += en and not tgt
+    return target_english, english_english
+
+
+def warn_if_swapped(pairs: Sequence[BitextPair], path: Path, lang: str) -> None:
+    """Warn, with counts, when the ``lang`` column reads as English more often than the ``en`` column."""
+    reverse, forward = swapped_rows(pairs)
+    checked = min(len(pairs), SWAP_CHECK_ROWS)
+    if reverse > forward and reverse >= max(5, SWAP_WARNING_SHARE * checked):
+        log.warning("%s: the '%s' column reads as English and the 'en' column does not in %d of %d rows (the "
+                    "reverse in %d); are the columns swapped? The teacher reads 'en', the student '%s'",
+                    path, lang, reverse, checked, forward, lang)
 
 
 def _read_tsv(path: Path, lines: list[str], lang: str) -> list[BitextPair]:
