@@ -2,7 +2,8 @@
 
 Thin by design: compose the config with Hydra, hand it to `optical_lightning.training.pipeline.run`, and
 return the metric a sweeper optimises. User mistakes are printed as one line, not a traceback
-(``HYDRA_FULL_ERROR=1`` shows it); a run stopped by Ctrl-C or SIGTERM says how to resume and exits
+(``HYDRA_FULL_ERROR=1`` shows it), and in a multirun the failed job is recorded and the sweep goes on
+(:mod:`optical_lightning.training.sweep_status`); a run stopped by Ctrl-C or SIGTERM says how to resume and exits
 with 128 + the signal number.
 """
 
@@ -18,8 +19,19 @@ from omegaconf import DictConfig
 
 from optical_lightning.utils.config import register_resolvers
 from optical_lightning.utils.errors import RunInterrupted, user_error
+from optical_lightning.utils.failures import clear_failure, record_failure
 
 register_resolvers()
+
+
+def _multirun_job() -> tuple[int, list[str]] | None:
+    """(job number, overrides) when this run is one job of a multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return HydraConfig.get().job.num, list(HydraConfig.get().overrides.task)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -28,6 +40,9 @@ def main(cfg: DictConfig) -> float | None:
     from optical_lightning.training.launch import needs_own_process, run_in_own_process
     from optical_lightning.training.pipeline import run
 
+    job = _multirun_job()
+    if job is not None:
+        clear_failure(Path(cfg.paths.output_dir))
     try:
         # a DDP job of a multirun runs as a single run in its own process (see optical_lightning/training/launch.py)
         results = run_in_own_process(cfg, Path(__file__)) if needs_own_process(cfg) else run(cfg)
@@ -41,8 +56,14 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as e:
         if (cause := user_error(e)) is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {cause}", file=sys.stderr)
-        sys.exit(2)
+        if job is None:
+            print(f"error: {cause}", file=sys.stderr)
+            sys.exit(2)
+        # one bad job of a sweep must not stop the others: record it, and let Hydra start the next job
+        number, overrides = job
+        print(f"error: job {number}: {cause}", file=sys.stderr)
+        record_failure(Path(cfg.paths.output_dir), str(cause), overrides)
+        return None
     return results.get("flat", {}).get(cfg.optimized_metric)
 
 

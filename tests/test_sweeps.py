@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,23 @@ def test_wandb_jobs_of_a_multirun_share_a_group_and_are_named_by_their_overrides
     group = f"distill/{sweep.name}".encode()
     assert all(group in log for log in logs.values())
     assert b"seed=1" in logs["0"] and b"seed=2" in logs["1"]
+
+
+def test_a_bad_job_fails_alone_and_the_summary_names_it_and_the_jobs_never_started(tmp_path):
+    proc = run_cli(*TINY, f"data.train={SW_BITEXT}", "data.val_size=8", "data.batch_size=8", "trainer.max_steps=2",
+                   "distill.nce_weight=1,-1,0.5", cwd=tmp_path, multirun=True)
+    (sweep,) = tmp_path.glob("outputs/distill/multirun/*")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    message = json.loads((sweep / "1" / "error.json").read_text())["error"]
+    assert message.startswith("distill.nce_weight=-1: a loss weight must be")
+    assert f"error: job 1: {message}" in proc.stderr.splitlines()  # said when it failed, and again at the end
+    assert f"  job 1 (distill.nce_weight=-1): {message}" in proc.stderr.splitlines()
+    assert [(sweep / job / "results.json").is_file() for job in "012"] == [True, False, True]  # job 2 still ran
+
+    shutil.rmtree(sweep / "2")  # as if the sweep had stopped before its last job
+    out = summarize(sweep)
+    assert out.returncode == 0, out.stderr
+    rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert rows["0"]["status"] == "complete" and (rows["1"]["status"], rows["1"]["error"]) == ("failed", message)
+    assert rows["2"]["status"] == "not started" and rows["2"]["overrides"] == "distill.nce_weight=0.5"
+    assert f"failed: {message}" in out.stdout and "not started (distill.nce_weight=0.5)" in out.stdout

@@ -3,7 +3,9 @@
 Set names carry their language (``tico19-test-sw-en``); the summary strips it (``tico19-test``)
 so Swahili and Somali runs share columns. Each set is *in-domain* when the run's
 ``domain.in_domain_eval`` lists it and *general* otherwise, which is how the plots split the
-trade-off. A job folder without ``results.json`` is listed as incomplete, never silently dropped.
+trade-off. No job is silently dropped: a job folder without ``results.json`` is listed as ``failed``
+with its one-line error (``error.json``) or as ``incomplete``, and a job of the sweep that has no folder
+(the sweep stopped before it) as ``not started``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from optical_lightning.reporting.plots import save_png
 from optical_lightning.utils.atomic import atomic_write_text
 from optical_lightning.utils.errors import DataError
+from optical_lightning.utils.failures import read_failure
 
 #: the config values a sweep typically varies (shown when they differ between runs)
 CONFIG_KEYS = ("lang.code", "distill.name", "distill.nce_weight", "teacher.name", "domain.name", "domain.ratio", "domain.schedule",
@@ -56,7 +59,8 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"job": str(job.relative_to(sweep_dir)) or "."}
         results_path = job / "results.json"
         if not results_path.is_file():
-            rows.append(row | {"status": "incomplete"})
+            failure = read_failure(job)
+            rows.append(row | ({"status": "failed", "error": failure["error"]} if failure else {"status": "incomplete"}))
             continue
         results = json.loads(results_path.read_text())
         cfg = results.get("config", {})
@@ -74,7 +78,40 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
             row[key] = value
         row["total_s"] = results.get("timing", {}).get("total_s")
         rows.append(row)
+    found = {r["job"] for r in rows}
+    rows += [{"job": job, "status": "not started", "overrides": ",".join(overrides)}
+             for job, overrides in planned_jobs(sweep_dir) if job not in found]
     return rows
+
+
+def planned_jobs(sweep_dir: Path) -> list[tuple[str, list[str]]]:
+    """(job folder, the overrides it sweeps) of every job the sweep in ``sweep_dir`` was to run, as Hydra's basic sweeper
+    expands its ``multirun.yaml``; empty for other sweepers (Optuna chooses its jobs as it goes) and for
+    job folders that are not numbered."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((sweep_dir / "multirun.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    hydra = config.get("hydra") or {}
+    sweeper = hydra.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper") or \
+            str((hydra.get("sweep") or {}).get("subdir")) != "${hydra.job.num}":
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    arguments += list((hydra.get("overrides") or {}).get("task") or [])
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception:  # noqa: BLE001 - a sweep we cannot expand lists only the folders it has
+        return []
+    swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}  # what tells the jobs apart
+    jobs = (job for batch in batches for job in batch)
+    return [(str(i), [o for o in job if o.split("=", 1)[0] in swept]) for i, job in enumerate(jobs)]
 
 
 def varying(rows: list[dict[str, Any]], keys: Iterable[str] = CONFIG_KEYS) -> list[str]:
@@ -123,7 +160,12 @@ def markdown(rows: list[dict[str, Any]], title: str = "Sweep summary") -> str:
                 trained, zero = r.get(f"{name}/zero_shot/{metric}"), None  # distill=none runs
             cells.append(f"{trained:.3f}" + (f" ({trained - zero:+.3f})" if zero is not None else "")
                          if trained is not None else "")
-        cells += [_fmt(r.get("val/loss")), r.get("status", "")]
+        status = r.get("status", "")
+        if r.get("error"):
+            status += f": {r['error']}".replace("|", "\\|")
+        elif r.get("overrides"):
+            status += f" ({r['overrides']})"
+        cells += [_fmt(r.get("val/loss")), status]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
