@@ -324,7 +324,7 @@ def test_build_writes_files_and_a_complete_manifest_last(tmp_path, toy_sources):
     assert read_tsv(tmp_path / "data/eval/translation/sw/toy-test.tsv", ("id", "en", "sw")) == [("1", "he added.", "Aliongeza")]
 
 
-def test_a_failure_mid_build_leaves_no_manifest(tmp_path, toy_sources, monkeypatch):
+def test_a_failure_mid_build_leaves_the_earlier_manifest_untouched(tmp_path, toy_sources, monkeypatch):
     out = tmp_path / "data"
     out.mkdir()
     (out / "manifest.json").write_text('{"complete": true}')  # from an earlier, finished run
@@ -337,9 +337,9 @@ def test_a_failure_mid_build_leaves_no_manifest(tmp_path, toy_sources, monkeypat
     with pytest.raises(RuntimeError, match="disk full"):
         build(BuildConfig(out=out, cache=tmp_path / "cache", langs=("sw",), sources=tuple(toy_sources)),
               log=lambda line: None)
-    assert not (out / "manifest.json").exists()
+    assert (out / "manifest.json").read_text() == '{"complete": true}'  # built aside, never swapped in
     assert not (out / "bitext" / "sw").exists()  # the half-built folder was discarded
-    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
 
 
 def test_cli_exits_with_one_line_error_when_nothing_is_built(tmp_path, capsys):

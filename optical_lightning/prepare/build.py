@@ -1,13 +1,21 @@
 """The pipeline: load every source, keep evaluation text out of training data, write the files,
 write ``manifest.json`` last.
 
-Order matters for safety: the manifest of a previous run is deleted first and written again only
-after every other file is in place, so a crashed or interrupted run never leaves a
-``manifest.json`` that looks complete. Each language's ``bitext/<lang>/`` and
-``eval/translation/<lang>/`` folder (and each retrieval folder, named ``<set>-<lang>-en``) is
-assembled in a temporary folder and renamed into place, so none is ever half-written; folders of a
-requested language that this run did not rebuild are removed, so that every evaluation file left
-in ``<out>`` is one the training files were checked against.
+What a build guarantees about ``<out>``:
+
+* nothing is touched before the settings are checked (:func:`~.guard.check_config`: a mistyped
+  ``--mirror`` is an error, not a build without the mirror);
+* no set an earlier build made is removed unless ``--replace`` is given (:mod:`.guard`): a build
+  that would remove one is refused, naming them, first from the earlier manifest before any
+  source is loaded, then exactly on the finished tree;
+* the whole of ``<out>`` is built in a temporary sibling folder and swapped in only when complete,
+  ``manifest.json`` included (:mod:`.swap`): a failure or Ctrl-C mid-build leaves the earlier
+  ``<out>`` exactly as it was, and a process killed mid-swap is put right by the next build;
+* the download cache (``<out>/.cache`` by default) is used where it is and carried into the new
+  tree by rename, as is anything else in ``<out>`` that a build does not write.
+
+Because the new tree holds only what this build made, every evaluation file in ``<out>`` is one the
+training files were checked against.
 """
 
 from __future__ import annotations
@@ -24,6 +32,13 @@ from pathlib import Path
 from optical_lightning.data.alignment_check import file_report
 from optical_lightning.prepare.build_records import BuildConfig, LanguageOutput
 from optical_lightning.prepare.dedup import union
+from optical_lightning.prepare.guard import (
+    check_config,
+    existing_sets,
+    predicted_removals,
+    read_manifest,
+    refusal,
+)
 from optical_lightning.prepare.manifest import make_manifest, write_manifest
 from optical_lightning.prepare.overlap import eval_texts, remove_overlap
 from optical_lightning.prepare.records import (
@@ -34,6 +49,7 @@ from optical_lightning.prepare.records import (
     SourceSkipped,
 )
 from optical_lightning.prepare.sources import SOURCES
+from optical_lightning.prepare.swap import new_tree, recover, swap_in
 from optical_lightning.prepare.tsv import write_pairs, write_tsv
 from optical_lightning.utils.atomic import atomic_dir
 
@@ -119,8 +135,6 @@ def write_language(out: Path, lang: str, results: list[SourceResult]) -> Languag
                                            "duplicates_removed": duplicates}
                 output.alignment[f"bitext/{lang}/{filename}"] = file_report(pairs)
             readable(tmp)
-    elif bitext_dir.exists():
-        shutil.rmtree(bitext_dir)
 
     eval_dir = out / "eval" / "translation" / lang
     if evals:
@@ -130,14 +144,9 @@ def write_language(out: Path, lang: str, results: list[SourceResult]) -> Languag
                 output.eval_sets[b.name] = b
                 output.alignment[f"eval/translation/{lang}/{b.name}.tsv"] = file_report(b.pairs)
             readable(tmp)
-    elif eval_dir.exists():
-        shutil.rmtree(eval_dir)
     for s in retrieval:
         write_retrieval(out / "eval" / "retrieval" / s.name, s)
         output.retrieval[s.name] = s
-    for stale in (out / "eval" / "retrieval").glob(f"*-{lang}-en"):
-        if stale.name not in output.retrieval and stale.is_dir():
-            shutil.rmtree(stale)  # from an earlier run: this run did not check training data against it
     return output
 
 
@@ -155,10 +164,8 @@ def write_retrieval(folder: Path, s: RetrievalSet) -> None:
 def _replace_folder(folder: Path, items: list, write: Callable[[Path, object], tuple[str, dict[str, object]]]
                     ) -> dict[str, dict[str, object]]:
     """Write every item into ``folder`` through ``write(tmp, item) -> (name, manifest entry)``, replacing the
-    folder whole (atomically); with no items the folder is removed, so no stale file outlives its source."""
+    folder whole (atomically); with no items no folder is made."""
     if not items:
-        if folder.exists():
-            shutil.rmtree(folder)
         return {}
     written = {}
     with atomic_dir(folder) as tmp:
@@ -192,17 +199,30 @@ def write_dictionaries(out: Path, results: list[SourceResult]) -> dict[str, dict
 
 
 def build(cfg: BuildConfig, log: Log = print, step: Step = _no_step) -> dict[str, object]:
-    """Build everything ``cfg`` asks for and return the manifest (also written to ``<out>``)."""
+    """Build everything ``cfg`` asks for and return the manifest (also written to ``<out>``); see the module
+    docstring for what happens to an earlier ``<out>``. Raises :class:`ConfigError` for bad settings and for
+    a build that would remove earlier sets without ``cfg.replace``, with ``<out>`` untouched."""
     started = time.monotonic()
-    manifest_path = cfg.out / "manifest.json"
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    manifest_path.unlink(missing_ok=True)
-    results = load_sources(cfg, log, step)
-    outputs = {lang: write_language(cfg.out, lang, results) for lang in cfg.langs}
-    mcqa = write_mcqa(cfg.out, results)
-    dictionaries = write_dictionaries(cfg.out, results)
-    manifest = make_manifest(cfg, results, outputs, time.monotonic() - started)
-    manifest["eval"]["mcqa"] = mcqa
-    manifest["eval"]["dictionaries"] = dictionaries
-    readable(write_manifest(manifest_path, manifest))
+    check_config(cfg)
+    out = cfg.out.resolve()  # a symlinked data folder is rebuilt where it lives
+    recover(out, log)
+    old_sets, earlier = existing_sets(out), read_manifest(out)
+    if not cfg.replace and (gone := predicted_removals(cfg, old_sets, earlier)):
+        raise refusal(cfg, gone, earlier)
+    tree = new_tree(out)
+    try:
+        results = load_sources(cfg, log, step)
+        outputs = {lang: write_language(tree, lang, results) for lang in cfg.langs}
+        mcqa = write_mcqa(tree, results)
+        dictionaries = write_dictionaries(tree, results)
+        if not cfg.replace and (gone := old_sets - existing_sets(tree)):
+            raise refusal(cfg, gone, earlier)
+        manifest = make_manifest(cfg, results, outputs, time.monotonic() - started)
+        manifest["eval"]["mcqa"] = mcqa
+        manifest["eval"]["dictionaries"] = dictionaries
+        readable(write_manifest(tree / "manifest.json", manifest))
+    except BaseException:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise
+    swap_in(tree, out, log)
     return manifest

@@ -20,6 +20,8 @@ class BuildConfig:
     sources: tuple[str, ...] = tuple(SOURCES)
     mirror: Path | None = None
     offline: bool = False
+    #: let the build remove sets an earlier build made in ``out`` (otherwise it is refused; see :mod:`.guard`)
+    replace: bool = False
 
 
 @dataclass

@@ -1,9 +1,15 @@
 """Command line: ``python -m optical_lightning.prepare [--out data] [--mirror DIR] [--langs sw so]
-[--sources ...] [--offline-only] [--cache DIR]``.
+[--sources ...] [--offline-only] [--cache DIR] [--replace]``.
 
-Logs one line per source (a spinner while it downloads or parses), prints a table of counts at
-the end, and exits with status 1 and a one-line ``error: ...`` only when nothing at all could be
-built for a requested language.
+Logs one line per source (a spinner while it downloads or parses) and prints a table of counts at
+the end. What it promises about an existing ``<out>`` (see :mod:`.build`): it is built anew in a
+temporary sibling folder and swapped in only when complete, so a failure or Ctrl-C leaves it as it
+was; and no set an earlier build made there is removed without ``--replace``.
+
+Exit status: 0 when built; 2 with one line ``error: ...`` for a mistake, found before anything is
+touched (a ``--mirror`` that is not a folder, a build that would remove earlier sets); 1 with
+``error: ...`` when nothing at all could be built for a requested language (that build is kept);
+130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from rich.markup import escape
 from optical_lightning.prepare.build import BuildConfig, build
 from optical_lightning.prepare.report import summary_table
 from optical_lightning.prepare.sources import SOURCES
+from optical_lightning.utils.errors import OpticalError
 
 LANGS = ("sw", "so")
 
@@ -37,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sources to use (default: all)")
     p.add_argument("--offline-only", action="store_true",
                    help="use only cached downloads and the mirror; never contact a registry")
+    p.add_argument("--replace", action="store_true",
+                   help="let this build remove sets an earlier build made in <out> (without it such a build is "
+                        "refused and <out> left as it is)")
     return p.parse_args(argv)
 
 
@@ -44,14 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True, highlight=False)
     cfg = BuildConfig(out=args.out, cache=args.cache or args.out / ".cache", langs=tuple(dict.fromkeys(args.langs)),
-                      sources=tuple(dict.fromkeys(args.sources)), mirror=args.mirror, offline=args.offline_only)
+                      sources=tuple(dict.fromkeys(args.sources)), mirror=args.mirror, offline=args.offline_only,
+                      replace=args.replace)
 
     def log(line: str) -> None:
         name, _, rest = line.partition(": ")
         style = "yellow" if rest.startswith("skipped") else "green"
         console.print(f"[bold {style}]{escape(name)}[/]: {escape(rest)}", soft_wrap=True)
 
-    manifest = build(cfg, log=log, step=lambda name: console.status(f"{name}: downloading / parsing ..."))
+    try:
+        manifest = build(cfg, log=log, step=lambda name: console.status(f"{name}: downloading / parsing ..."))
+    except OpticalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; {cfg.out} holds the last complete build (nothing half-written)", file=sys.stderr)
+        return 130
     Console().print(summary_table(manifest))
     console.print(f"wrote {cfg.out / 'manifest.json'} in {manifest['elapsed_s']:.1f} s; "
                   f"{manifest['overlap']['removed_total']:,} training pairs removed by the overlap check")

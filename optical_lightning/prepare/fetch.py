@@ -105,9 +105,30 @@ def npm_tarball(package: str, cache: Path, offline: bool = False) -> Artifact:
     return Artifact(path, version, f"npm {package} {version} ({path.name})")
 
 
+def extract_matching(tar: tarfile.TarFile, patterns: list[str], dest: Path, what: str) -> None:
+    """Write the regular files of ``tar`` whose path matches one of ``patterns`` (fnmatch) under ``dest``.
+
+    A package comes from the network, so its member names are not trusted: an absolute path or a
+    ``..`` component (which would write outside ``dest``) refuses the whole archive, and links and
+    devices are never created (a symlink or hard link could point a later write anywhere)."""
+    for member in tar:
+        name = PurePosixPath(member.name.removeprefix("./"))
+        if name.is_absolute() or ".." in name.parts:
+            raise SourceSkipped(f"{what} holds the unsafe path {member.name!r} (absolute or with ..); "
+                                "refusing to unpack it")
+        if not member.isfile() or not any(fnmatch.fnmatch(str(name), p) for p in patterns):
+            continue
+        fobj = tar.extractfile(member)
+        assert fobj is not None
+        out = dest.joinpath(*name.parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(fobj.read())
+
+
 def unpack_deb(deb: Path, patterns: list[str]) -> Path:
     """Unpack the files of ``deb`` whose path matches one of ``patterns`` (fnmatch) next to it,
-    once; ``dpkg-deb --fsys-tarfile`` streams the archive so unwanted files never touch disk."""
+    once; ``dpkg-deb --fsys-tarfile`` streams the archive so unwanted files never touch disk
+    (see :func:`extract_matching` for the paths it refuses)."""
     dest = deb.with_name(deb.name + ".files")
     if (dest / ".complete").is_file():
         return dest
@@ -117,17 +138,13 @@ def unpack_deb(deb: Path, patterns: list[str]) -> Path:
         proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdout is not None
-        with tarfile.open(fileobj=proc.stdout, mode="r|*") as tar:
-            for member in tar:
-                name = PurePosixPath(member.name.removeprefix("./"))
-                if not member.isfile() or ".." in name.parts:
-                    continue
-                if any(fnmatch.fnmatch(str(name), p) for p in patterns):
-                    fobj = tar.extractfile(member)
-                    assert fobj is not None
-                    out = tmp.joinpath(*name.parts)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(fobj.read())
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|*") as tar:
+                extract_matching(tar, patterns, tmp, deb.name)
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise SourceSkipped(f"dpkg-deb --fsys-tarfile {deb.name} failed: {_last_line(err.decode())}")

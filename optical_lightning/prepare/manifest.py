@@ -56,6 +56,7 @@ def source_entry(result: SourceResult) -> dict[str, Any]:
         "counts": counts,
         "sets": sets,
         "retrieval": sorted(r.name for r in result.retrieval),
+        "mcqa": sorted(m.file for m in result.mcqa),
         "dictionaries": [d.name for d in result.dictionaries],
     }
 
@@ -81,7 +82,7 @@ def make_manifest(cfg: BuildConfig, results: list[SourceResult], outputs: dict[s
         "elapsed_s": round(elapsed_s, 2),
         "config": {"out": str(cfg.out), "cache": str(cfg.cache), "langs": list(cfg.langs),
                    "sources": list(cfg.sources), "mirror": str(cfg.mirror) if cfg.mirror else None,
-                   "offline_only": cfg.offline},
+                   "offline_only": cfg.offline, "replace": cfg.replace},
         "sources": {r.name: source_entry(r) for r in results},
         "bitext": {lang: {f: {**u, "file": f"bitext/{lang}/{f}"} for f, u in out.unions.items()}
                    for lang, out in outputs.items()},
