@@ -4,45 +4,88 @@ Queries (``qid, text``) are encoded by the run's student, documents (``docid, te
 teacher (both read from the run directory: ``student/`` and the saved ``config.yaml``), or by any
 two models given as ``--query-model`` / ``--doc-model`` (saved students or Hugging Face folders/ids).
 Writes a TREC run file (``qid Q0 docid rank score tag``) and, with ``--qrels``, prints metrics.
+
+Run directories are shared and downloaded: the teacher is rebuilt from the plain fields of the saved
+``config.yaml`` by one of the project's own builders (see :mod:`optical_lightning.models.from_config`),
+never by calling whatever the file names.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
-from optical_lightning.evaluation.datasets import file_key, read_docs, read_qrels, read_queries
+from optical_lightning.evaluation.datasets import file_key, read_docs, read_qrels, read_queries, unjudgeable
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import Run, maxsim_search, pooled_search
+from optical_lightning.models.checks import check_finite
 from optical_lightning.models.encoder import Encoder, load_encoder
+from optical_lightning.models.from_config import encoder_builder
 from optical_lightning.utils.atomic import atomic_write_text
-from optical_lightning.utils.errors import DataError, ModelLoadError, OpticalError, require_int, user_error
+from optical_lightning.utils.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    OpticalError,
+    require_int,
+    user_error,
+)
 
 
 def load_models(run_dir: str | None, query_model: str | None, doc_model: str | None) -> tuple[Encoder, Encoder]:
-    """(query encoder, document encoder) from a run directory, explicit models, or a mix of both."""
+    """(query encoder, document encoder) from a run directory, explicit models, or a mix of both.
+
+    The saved teacher section is checked (known builder, plain values) before any model loads, and
+    both encoders are refused when their weights hold NaN/inf (a diverged run), before any encoding.
+    """
     if run_dir is None and not (query_model and doc_model):
         raise OpticalError("give --run-dir DIR, or both --query-model and --doc-model")
+    teacher: Callable[..., Encoder] | None = None
     if run_dir is not None:
         run = Path(run_dir)
         if not (run / "student").is_dir() or not (run / "config.yaml").is_file():
             raise ModelLoadError(f"{run} is not a complete run directory (needs student/ and config.yaml); "
                                  f"pass the directory printed at the end of `python run.py`")
+        if not doc_model:
+            teacher = saved_teacher(run / "config.yaml")
+    query_where = f"--query-model {query_model}" if query_model else f"the student in {Path(run_dir) / 'student'}"
     queries = load_encoder(query_model, setting="--query-model") if query_model else \
         Encoder.from_pretrained(Path(run_dir) / "student")
+    check_finite(queries, query_where)
     if doc_model:
         docs = load_encoder(doc_model, frozen=True, setting="--doc-model")
+        check_finite(docs, f"--doc-model {doc_model}")
     else:
-        cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-        docs = instantiate(cfg.teacher, frozen=True)
+        docs = teacher(frozen=True)
+        check_finite(docs, f"the teacher of {run_dir}")
     return queries, docs
+
+
+def saved_teacher(config: Path) -> Callable[..., Encoder]:
+    """The ``teacher:`` section of a run's saved config as plain data (``yaml.safe_load``: no tags, no
+    interpolation), checked before anything is built from it. A ``cache_dir`` (where converted models are
+    kept) that only existed where the run was made, as in a downloaded run directory, is left out."""
+    try:
+        saved = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ModelLoadError(f"{config}: not a readable config ({' '.join(str(e).split())[:160]}); "
+                             f"pass the models with --query-model / --doc-model instead") from e
+    teacher = saved.get("teacher") if isinstance(saved, dict) else None
+    if not isinstance(teacher, dict):
+        raise ModelLoadError(f"{config} has no teacher: section; pass the document encoder with --doc-model")
+    teacher = dict(teacher)
+    if isinstance(teacher.get("cache_dir"), str) and not Path(teacher["cache_dir"]).is_dir():
+        teacher.pop("cache_dir")  # made elsewhere: the default cache folder ($OPTICAL_CACHE_DIR) serves
+    return encoder_builder(teacher, f"{config}: teacher")
 
 
 def write_trec(run: Run, path: str | Path, tag: str) -> Path:
@@ -65,8 +108,34 @@ def judged_queries(qrels: dict[str, dict[str, int]], queries: dict[str, str], pa
     return {q: docs for q, docs in qrels.items() if q in queries}
 
 
+def check_out(out: str, inputs: dict[str, str | None]) -> Path:
+    """``--out`` as a file that can be written and is none of the inputs (``--docs`` ...), checked before
+    anything is read or encoded; the same file through a symlink, hard link or another relative path counts."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give the path of the TREC file to write, e.g. {path / 'run.trec'}")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: the folder {parent} does not exist; create it first or choose another --out")
+    for flag, given in inputs.items():
+        if given and _same_file(path, Path(given).expanduser()):
+            raise ConfigError(f"--out {out} is the same file as {flag} {given}; writing the run would overwrite "
+                              f"that input: choose another --out")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def search(args: argparse.Namespace, console: Console) -> dict[str, float] | None:
     # every argument is checked before the files are encoded (minutes) and before the run file is written
+    check_out(args.out, {"--queries": args.queries, "--docs": args.docs, "--qrels": args.qrels})
     if args.qrels:
         check_depth("--k", args.k, args.metrics)  # also parses the metric names
     else:
@@ -77,6 +146,8 @@ def search(args: argparse.Namespace, console: Console) -> dict[str, float] | Non
     qrels = judged_queries(read_qrels(Path(args.qrels)), queries, args.qrels) if args.qrels else None
     if not queries or not docs:
         raise DataError(f"nothing to search: {len(queries)} queries in {args.queries}, {len(docs)} documents in {args.docs}")
+    if qrels is not None and (warning := unjudgeable(qrels, docs, args.qrels, args.docs)) is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     q_enc, d_enc = load_models(args.run_dir, args.query_model, args.doc_model)
     qids, docids = list(queries), list(docs)
     maxsim = args.scoring == "maxsim"
@@ -128,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # the library's warnings (repeated rows, cache problems) reach the user as `warning: ...` lines
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     console = Console(stderr=False)
     try:
         search(args, console)

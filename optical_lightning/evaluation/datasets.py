@@ -11,6 +11,7 @@ Two kinds are read into the same :class:`RetrievalSet`:
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 from optical_lightning.data.bitext import BitextPair, read_bitext
 from optical_lightning.utils.errors import DataError
 from optical_lightning.utils.textfiles import read_lines
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,12 +42,17 @@ class RetrievalSet:
                             {q: self.queries_en[q] for q in keep if q in self.queries_en}, self.docs_key)
 
 
-def read_table(path: Path, columns: tuple[str, ...]) -> list[list[str]]:
-    """Rows of a headed TSV with exactly ``columns`` first; a clear error for anything else."""
+def read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """``(line number, fields)`` of each row of a headed TSV with exactly ``columns`` first.
+
+    A row needs at least ``columns`` fields and at most as many as the header names: a tab inside a
+    text would otherwise cut the text short without a word (as the bitext reader, it is an error).
+    """
     if not path.is_file():
         raise DataError(f"evaluation file not found: {path} - build the data with `make data`, or pass another path")
     lines = read_lines(path)
-    if not lines or [c.strip() for c in lines[0].split("\t")][: len(columns)] != list(columns):
+    header = [c.strip() for c in lines[0].split("\t")] if lines else []
+    if header[: len(columns)] != list(columns):
         raise DataError(f"{path} line 1: expected a header starting with {', '.join(columns)} (tab-separated)")
     rows = []
     for lineno, line in enumerate(lines[1:], start=2):
@@ -54,26 +62,75 @@ def read_table(path: Path, columns: tuple[str, ...]) -> list[list[str]]:
         if len(cols) < len(columns):
             raise DataError(f"{path} line {lineno}: expected {len(columns)} tab-separated fields "
                             f"({', '.join(columns)}), found {len(cols)}")
-        rows.append(cols)
+        if len(cols) > len(header):
+            raise DataError(f"{path} line {lineno}: {len(cols)} tab-separated fields but the header names "
+                            f"{len(header)} ({', '.join(header)}); a tab inside a text splits it - replace it with a space")
+        rows.append((lineno, cols))
     return rows
 
 
+def read_table(path: Path, columns: tuple[str, ...]) -> list[list[str]]:
+    """Rows of a headed TSV with exactly ``columns`` first (see :func:`read_rows`)."""
+    return [cols for _, cols in read_rows(path, columns)]
+
+
+def read_texts(path: Path, id_column: str) -> dict[str, str]:
+    """``{id: text}`` of a ``<id_column>, text`` TSV.
+
+    An id given twice with different texts is an error naming both lines (whichever came last would
+    silently win); repeats of the same row are dropped with a warning.
+    """
+    texts: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    repeats = 0
+    for lineno, (row_id, text, *_) in read_rows(path, (id_column, "text")):
+        if row_id not in texts:
+            texts[row_id], first_line[row_id] = text, lineno
+        elif texts[row_id] != text:
+            raise DataError(f"{path} lines {first_line[row_id]} and {lineno}: {id_column} {row_id!r} is given twice "
+                            f"with different texts; give each {id_column} once")
+        else:
+            repeats += 1
+    if repeats:
+        log.warning("%s: %d rows repeat an earlier row (same %s and text); each is used once", path, repeats, id_column)
+    return texts
+
+
 def read_queries(path: Path) -> dict[str, str]:
-    return {qid: text for qid, text, *_ in read_table(path, ("qid", "text"))}
+    return read_texts(path, "qid")
 
 
 def read_docs(path: Path) -> dict[str, str]:
-    return {docid: text for docid, text, *_ in read_table(path, ("docid", "text"))}
+    return read_texts(path, "docid")
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, (qid, docid, rel, *_) in enumerate(read_table(path, ("qid", "docid", "relevance")), start=2):
+    for lineno, (qid, docid, rel, *_) in read_rows(path, ("qid", "docid", "relevance")):
         try:
             qrels.setdefault(qid, {})[docid] = int(rel)
         except ValueError as e:
             raise DataError(f"{path} line {lineno}: relevance '{rel}' is not an integer") from e
     return qrels
+
+
+def unjudgeable(qrels: dict[str, dict[str, int]], docs: dict[str, str], qrels_name: str, docs_name: str) -> str | None:
+    """A warning when judged documents are missing from the collection (None when all are there).
+
+    Why: a relevant document that is not in the collection can never be retrieved, so its query scores
+    0 without a word. When no relevant document is in the collection at all, the files cannot belong
+    together: a :class:`DataError`.
+    """
+    judged = {d for q_docs in qrels.values() for d in q_docs}
+    relevant = {d for q_docs in qrels.values() for d, r in q_docs.items() if r > 0}
+    missing = sorted(judged - docs.keys())
+    if relevant and not relevant & docs.keys():
+        raise DataError(f"{qrels_name}: none of its {len(relevant)} relevant documents is in {docs_name} (e.g. "
+                        f"{sorted(relevant)[0]!r}); are the qrels and the documents from the same set?")
+    if not missing:
+        return None
+    return (f"{len(missing)} of {len(judged)} judged documents in {qrels_name} are not in {docs_name} (e.g. "
+            f"{missing[0]!r}); they cannot be retrieved, so the queries that need them score lower")
 
 
 def file_key(*paths: Path) -> str:
@@ -117,4 +174,6 @@ def _checked(rs: RetrievalSet) -> RetrievalSet:
     if not judged:
         raise DataError(f"retrieval set '{rs.name}': no query has a relevant document in the collection; "
                         f"check that qrels ids match queries.tsv and docs.tsv")
+    if (warning := unjudgeable(rs.qrels, rs.docs, f"retrieval set '{rs.name}' qrels", "its documents")) is not None:
+        log.warning("%s", warning)
     return rs

@@ -14,10 +14,21 @@ DEFAULT_METRICS = ("nDCG@10", "RR@10", "R@100", "P@1")
 
 
 def parse_metrics(names: list[str] | tuple[str, ...]) -> list:
+    """ir-measures objects for ``names``; an unknown name or a cutoff below 1 is a :class:`ConfigError`.
+
+    The cutoff is checked here, where both ``eval.metrics`` and ``search --metrics`` are parsed, because
+    pytrec_eval aborts the whole process (a C assertion, no exception) on ``nDCG@0``.
+    """
     try:
-        return [ir_measures.parse_measure(n) for n in names]
+        measures = [ir_measures.parse_measure(n) for n in names]
     except Exception as e:  # ir-measures raises several types for unparsable strings
         raise ConfigError(f"unknown metric in {list(names)}: use ir-measures names such as nDCG@10, RR@10, R@100") from e
+    for name, measure in zip(names, measures):
+        cutoff = measure.params.get("cutoff")
+        if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1):
+            raise ConfigError(f"metric {name}: the cutoff @{cutoff} must be an integer >= 1 (e.g. "
+                              f"{name.split('@')[0]}@10)")
+    return measures
 
 
 def deepest_cutoff(names: list[str] | tuple[str, ...]) -> int:

