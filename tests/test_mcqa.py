@@ -283,8 +283,8 @@ def test_afrimmlu_for_somali_is_one_line_and_a_missing_optional_file_is_skipped(
 
 @pytest.mark.slow
 def test_the_reference_table_is_reproduced(tmp_path):
-    """Issue 14's reference numbers: untrained multilingual-e5-small, AfriMMLU test, n = 500 (needs `make data`
-    with the mirror; about 90 s)."""
+    """The reference numbers of docs/mcqa.md: untrained multilingual-e5-small, AfriMMLU test, n = 500
+    (needs `make data` with the mirror; about 90 s)."""
     data = ROOT / "data" / "eval" / "mcqa" / "afrimmlu"
     if not (data / "sw.test.jsonl").is_file():
         pytest.skip("AfriMMLU not built: make data MIRROR=../shared/data")
