@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import FIXTURES, SO_BITEXT, SW_BITEXT, TINY, TINY_MODELS, compose_config, run_cli
+from sentence_transformers import SentenceTransformer
 
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.training.pipeline import run
@@ -49,6 +50,10 @@ def test_tiny_distillation_saves_a_reloadable_student(distill, variant, tmp_path
     student = Encoder.from_pretrained(run / "student")
     emb = student.encode(["Dalili za COVID-19 ni homa."])
     assert emb.shape == (1, 32) and torch.isfinite(emb).all()
+    # the field's own loader, as a user would call it, gives the same query embeddings
+    theirs = SentenceTransformer(str(run / "student"), device="cpu").encode(["Dalili za COVID-19 ni homa."],
+                                                                           prompt_name="query")
+    torch.testing.assert_close(torch.as_tensor(theirs), emb, atol=1e-5, rtol=0)
     assert (run / "student" / "lora" / "adapter_model.safetensors").is_file() == (variant == "lora")
     if variant == "top_layers_cached":
         assert "student cache: the fixed lower 1 layers" in (run / "run.log").read_text()

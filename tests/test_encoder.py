@@ -86,7 +86,8 @@ def test_saved_student_reloads_with_identical_embeddings(tmp_path):
 
 
 def test_saved_student_loads_in_sentence_transformers(tmp_path):
-    st = pytest.importorskip("sentence_transformers")
+    import sentence_transformers as st
+
     student = tiny_encoder(seed=5, projection=True, target_dim=40, query_prefix="query: ")
     student.save_pretrained(tmp_path / "student")
     model = st.SentenceTransformer(str(tmp_path / "student"), device="cpu")
