@@ -95,7 +95,7 @@ test-full: install  ## every test, including the slow ones
 	$(PYTHON) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: install  ## ruff
-	$(PYTHON) -m ruff check optical_lightning tests run.py experiments
+	$(PYTHON) -m ruff check optical_lightning optical_lightning_study tests run.py experiments
 
 clean:  ## remove run outputs and caches (not data/)
 	rm -rf outputs multirun wandb lightning_logs .cache .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """`make bench`: `python experiments/bench.py [overrides]` writes outputs/bench/bench.{json,md}.
 
-See optical_lightning/bench/ for what is measured; the config is conf/bench.yaml.
+See optical_lightning_study/bench/ for what is measured; the config is conf/bench.yaml.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    from optical_lightning.bench.runner import markdown, run_bench
+    from optical_lightning_study.bench.runner import markdown, run_bench
 
     try:
         results = run_bench(cfg)

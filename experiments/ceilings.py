@@ -6,7 +6,7 @@
 
 Hydra overrides of the run's own config choose the language, teacher, student and sets. Writes
 ``outputs/diagnosis/ceilings-<lang>.{json,md}`` and prints the table (see
-:mod:`optical_lightning.evaluation.ceilings` for what each row means).
+:mod:`optical_lightning_study.ceilings` for what each row means).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from optical_lightning.evaluation.ceilings import role_pairings
 from optical_lightning.evaluation.suite import RETRIEVAL_DIRS
 from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
 from optical_lightning.utils.config import build, register_resolvers
 from optical_lightning.utils.errors import user_error
+from optical_lightning_study.ceilings import role_pairings
 
 register_resolvers()
 

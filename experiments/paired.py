@@ -2,7 +2,7 @@
 
 Reads ``per_query.json`` (and ``mcqa.json``) of a run and prints, per set and headline metric, the
 zero-shot and trained means, the paired difference with its 95% bootstrap interval and the sign-flip
-p-value (:mod:`optical_lightning.evaluation.significance`). ``--against OTHER_RUN`` compares the trained
+p-value (:mod:`optical_lightning_study.significance`). ``--against OTHER_RUN`` compares the trained
 stage of RUN_DIR with OTHER_RUN's trained stage instead (e.g. OPTICAL against MSE; the "zero-shot"
 column then holds OTHER_RUN). ``--out FILE`` also writes the table.
 """
@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from optical_lightning.evaluation.significance import paired_test
-from optical_lightning.reporting.sweeps import DEFAULT_HEADLINE, HEADLINE
 from optical_lightning.utils.atomic import atomic_write_text
+from optical_lightning_study.significance import paired_test
+from optical_lightning_study.sweeps import DEFAULT_HEADLINE, HEADLINE
 
 
 def _read(path: Path) -> dict:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optical_lightning.reporting.report import best_domain, render
+from optical_lightning_study.report import best_domain, render
 
 HERE = Path(__file__).resolve().parent
 

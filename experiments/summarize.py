@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from optical_lightning.reporting.sweeps import summarize
 from optical_lightning.utils.errors import user_error
+from optical_lightning_study.sweeps import summarize
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
     python experiments/what_moves.py +trained=PATH student=me5_small +name=optical_nce
 
 Compares a saved student with the start model that ``student=`` names; writes
-``outputs/diagnosis/what-moves-<name>.{json,md}`` (see :mod:`optical_lightning.evaluation.drift`).
+``outputs/diagnosis/what-moves-<name>.{json,md}`` (see :mod:`optical_lightning_study.drift`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from optical_lightning.evaluation.drift import weight_drift
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
 from optical_lightning.utils.config import build, register_resolvers
 from optical_lightning.utils.errors import ConfigError, user_error
+from optical_lightning_study.drift import weight_drift
 
 register_resolvers()
 

@@ -20,7 +20,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = [ROOT / "optical_lightning", ROOT / "run.py", ROOT / "experiments", ROOT / "tests"]
+SCANNED = [ROOT / "optical_lightning", ROOT / "optical_lightning_study", ROOT / "run.py", ROOT / "experiments",
+           ROOT / "tests"]
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
 
 
@@ -49,7 +50,7 @@ def python_files() -> list[Path]:
 
 def local_modules() -> set[str]:
     """Names importable from the scanned folders themselves (``conftest``, sibling scripts)."""
-    names = {"optical_lightning"}
+    names = {"optical_lightning", "optical_lightning_study"}
     for root in SCANNED:
         if root.is_dir():
             names |= {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
@@ -134,6 +135,7 @@ def test_an_undeclared_import_is_found(tmp_path):
     problems = undeclared_imports(stripped)
     assert problems and all("matplotlib" in p for p in problems), problems
     assert any(p.startswith("optical_lightning/reporting/plots.py:") for p in problems), problems
+    assert any(p.startswith("optical_lightning_study/sweeps.py:") for p in problems), problems  # the study too
 
 
 @pytest.mark.parametrize("module", ["faiss", "datasets"])

@@ -163,7 +163,7 @@ def test_a_domain_set_joins_the_run_when_present_and_is_never_an_error_when_abse
 
 
 def test_role_pairings_give_the_ceilings_a_perfect_student_would_reach(tiny_pair):
-    from optical_lightning.evaluation.ceilings import english_versions, role_pairings
+    from optical_lightning_study.ceilings import english_versions, role_pairings
 
     teacher, student = tiny_pair
     suite = EvalSuite(str(EVAL), "sw", ["tico19-test", "afriqa"])

@@ -2,6 +2,8 @@
 
 The import graph is read with ``ast`` from every ``.py`` file of ``optical_lightning/``: absolute and relative
 imports of ``optical_lightning.*``, at module level, inside functions and under ``TYPE_CHECKING`` alike.
+The study (``optical_lightning_study/``: report, sweeps, significance, ceilings, drift, bench) sits on top:
+it imports the library, the library never imports it.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "optical_lightning"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "optical_lightning"
+STUDY = ROOT / "optical_lightning_study"
 
 MAX_TOP_LEVEL_MODULES = 8
 
 #: Lowest first. A module may import its own layer and the layers before it, never one after it.
 #: (``training`` is the orchestrator: its pipeline evaluates and publishes, so it sits above evaluation and
 #: reporting; ``data`` batches with the encoders' tokenizers and caches their outputs, so it sits above models.)
-LAYERS = ("utils", "models", "losses", "data", "prepare", "evaluation", "search", "reporting", "training", "bench")
+LAYERS = ("utils", "models", "losses", "data", "prepare", "evaluation", "search", "reporting", "training")
 ROOT_LAYER = len(LAYERS)  # ``optical_lightning/__init__.py``: may import anything, nothing may import it
 
 
@@ -62,6 +66,32 @@ def import_graph(package: Path) -> dict[str, set[str]]:
                     targets.add(sub if sub in modules else _owner(source, modules))
         graph[name] = {t for t in targets if t is not None and t != name}
     return graph
+
+
+def imports_of(folder: Path, top: str) -> dict[str, set[str]]:
+    """Module of ``folder`` -> the modules ``top`` or ``top.*`` that its absolute imports name (anywhere in its file).
+
+    A ``from X import name`` counts as an import of ``X``, so a stale path (a module that moved) stays visible
+    instead of resolving to its parent package as in :func:`import_graph`.
+    """
+    found: dict[str, set[str]] = {}
+    for name, (path, _) in module_files(folder).items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.split(".")[0] == top}
+            elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == top:
+                targets.add(node.module)
+        if targets:
+            found[name] = targets
+    return found
+
+
+def missing_modules(folders: list[Path], package: Path) -> list[str]:
+    """``module imports X`` for each import of ``package`` by the folders' files where X is no module of it."""
+    modules = module_files(package)
+    return [f"{src} imports {dst}" for folder in folders for src, dsts in sorted(imports_of(folder, package.name).items())
+            for dst in sorted(dsts) if dst not in modules]
 
 
 def layer_of(module: str) -> int:
@@ -172,3 +202,44 @@ def test_the_checks_can_fail(tmp_path):
     in_subpackages = {m: deps for m, deps in old.items() if m.count(".") == 2}
     assert layer_violations(in_subpackages) == [
         "optical_lightning.models.collate (models) imports optical_lightning.data.bitext (data)"]
+
+
+def test_the_library_never_imports_the_study():
+    """``optical_lightning`` is what a user imports; the study's report, sweeps and benchmarks stay out of it."""
+    assert imports_of(PACKAGE, STUDY.name) == {}
+
+
+def test_the_study_imports_only_modules_of_the_library_and_has_no_cycles():
+    study = import_graph(STUDY)
+    assert "optical_lightning_study.bench.measure" in study["optical_lightning_study.bench.steps"]  # not vacuous
+    assert "optical_lightning.reporting.plots" in imports_of(STUDY, PACKAGE.name)["optical_lightning_study.report"]
+    assert find_cycle(study) is None, "import cycle: " + " -> ".join(find_cycle(study))
+    assert not missing_modules([STUDY], PACKAGE), missing_modules([STUDY], PACKAGE)
+
+
+def test_scripts_and_tests_import_the_modules_where_they_now_live():
+    """experiments/*.py and the tests name existing modules of both packages (nothing left at an old path)."""
+    folders = [ROOT / "experiments", ROOT / "tests", STUDY]
+    problems = missing_modules(folders, PACKAGE) + missing_modules(folders, STUDY)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_study_checks_can_fail(tmp_path):
+    """A library module importing the study, and a study module importing a library path that moved, are both found."""
+    library, study = tmp_path / "optical_lightning", tmp_path / "optical_lightning_study"
+    files = {
+        library / "__init__.py": "",
+        library / "training" / "__init__.py": "",
+        library / "training" / "callbacks.py": "def f():\n    from optical_lightning_study.report import render\n",
+        library / "reporting" / "__init__.py": "",
+        study / "__init__.py": "",
+        study / "report.py": "from optical_lightning.reporting.sweeps import summarize\n",
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert imports_of(library, study.name) == {
+        "optical_lightning.training.callbacks": {"optical_lightning_study.report"}}
+    assert missing_modules([study], library) == [
+        "optical_lightning_study.report imports optical_lightning.reporting.sweeps"]
+    assert missing_modules([library], study) == []  # optical_lightning_study.report exists

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from optical_lightning.evaluation.drift import group_of, weight_drift
+from optical_lightning_study.drift import group_of, weight_drift
 
 
 def test_block_names_follow_the_bert_layout():

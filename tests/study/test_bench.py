@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import FIXTURES, ROOT, SW_BITEXT, cli_env
 
-from optical_lightning.bench.default_run import latest_default_runs
-from optical_lightning.bench.measure import growth_exponent, peak_memory_mb
+from optical_lightning_study.bench.default_run import latest_default_runs
+from optical_lightning_study.bench.measure import growth_exponent, peak_memory_mb
 
 TINY_BENCH = ("teacher=tiny", "student=tiny", f"data.train={SW_BITEXT}",
               f"bench.eval_set={FIXTURES / 'eval' / 'retrieval' / 'afriqa-sw-en'}", "bench.eval_texts=16",

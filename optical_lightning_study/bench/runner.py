@@ -17,16 +17,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from optical_lightning.bench.default_run import latest_default_runs
-from optical_lightning.bench.encoding import bench_encoding
-from optical_lightning.bench.ot_scaling import bench_ot_scaling
-from optical_lightning.bench.steps import StepBench, bench_steps, pick_pairs
-from optical_lightning.bench.student_variants import bench_student_variants
 from optical_lightning.evaluation.datasets import load_retrieval_dir
 from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
 from optical_lightning.utils.errors import DataError
 from optical_lightning.utils.precision import training_precision
 from optical_lightning.utils.resources import machine, peak_rss_mb, prompt_memory_return
+from optical_lightning_study.bench.default_run import latest_default_runs
+from optical_lightning_study.bench.encoding import bench_encoding
+from optical_lightning_study.bench.ot_scaling import bench_ot_scaling
+from optical_lightning_study.bench.steps import StepBench, bench_steps, pick_pairs
+from optical_lightning_study.bench.student_variants import bench_student_variants
 
 log = logging.getLogger(__name__)
 

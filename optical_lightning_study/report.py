@@ -3,7 +3,7 @@
 Every number comes from a job's ``results.json``, ``per_query.json`` and ``mcqa.json`` (kept in git
 under ``experiments/report/<part>/<overrides>/``, so the report re-renders without rerunning). Seeds of
 one configuration are averaged per query (per question for AfriMMLU) first; a cell is that mean with a
-95% bootstrap interval over queries (:mod:`optical_lightning.evaluation.significance`), and systems are
+95% bootstrap interval over queries (:mod:`optical_lightning_study.significance`), and systems are
 compared with paired randomisation tests on the same queries. ``REPORT.template.md`` holds the prose;
 its ``{{placeholders}}`` are filled here.
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from optical_lightning.evaluation.significance import mean_ci, paired_test
 from optical_lightning.reporting.plots import save_png
 from optical_lightning.utils.atomic import atomic_write_text
+from optical_lightning_study.significance import mean_ci, paired_test
 
 PARTS = ("zero_shot", "main", "domain", "data", "data_epochs", "ablation")
 #: distill.name -> the system's name in the tables

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from optical_lightning.bench.measure import time_call
 from optical_lightning.models.encoder import Encoder, Role
 from optical_lightning.utils.precision import autocast
+from optical_lightning_study.bench.measure import time_call
 
 
 def raw_forward(encoder: Encoder, texts: list[str], role: Role, batch_size: int, precision: str) -> None:

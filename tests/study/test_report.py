@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from optical_lightning.evaluation.significance import mean_ci, paired_test
+from optical_lightning_study.significance import mean_ci, paired_test
 
 
 def test_bootstrap_interval_matches_the_normal_approximation():
@@ -101,7 +101,7 @@ def test_report_renders_every_part_and_lists_missing_ones(tmp_path):
 
 
 def test_mcqa_records_give_per_question_accuracy_and_agreement(tmp_path):
-    from optical_lightning.reporting.report import load_part
+    from optical_lightning_study.report import load_part
 
     _job(tmp_path, "main", "x", quality=1.0)  # always answers A: every answer right, agrees on 30 of 40
     (job,), _ = load_part(tmp_path, "main")

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from optical_lightning.bench.measure import growth_exponent, peak_memory_mb, time_call
 from optical_lightning.losses.ot import OTDistillationHead
+from optical_lightning_study.bench.measure import growth_exponent, peak_memory_mb, time_call
 
 
 def ot_case(head: OTDistillationHead, batch: int, tokens: int, dim: int, repeats: int,

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optical_lightning.bench.measure import time_call
 from optical_lightning.data.bitext import BitextPair
 from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
@@ -31,6 +30,7 @@ from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.losses.ot import OTDistillationHead
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.training.module import DistillationModule
+from optical_lightning_study.bench.measure import time_call
 
 # variant -> (OT loss or None, ot_weight, mse_weight, student sees English too)
 VARIANTS: dict[str, tuple[str | None, float, float, bool]] = {

@@ -24,11 +24,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from optical_lightning.bench.measure import time_call
-from optical_lightning.bench.steps import StepBench
 from optical_lightning.data.bitext import BitextPair
 from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.models.encoder import Encoder
+from optical_lightning_study.bench.measure import time_call
+from optical_lightning_study.bench.steps import StepBench
 
 log = logging.getLogger(__name__)
 
