@@ -164,6 +164,10 @@ class BitextDataModule(pl.LightningDataModule):
         if domain:
             self.domain_pairs, self.domain_val_pairs = split_pairs(
                 domain, _held_out(self.domain_val_size, len(domain), "domain.val_size"), self.seed)
+        pool = len(self.train_pairs) + len(self.domain_pairs)
+        if self.batch_size > pool:  # every batch would repeat pairs, and a huge one only runs out of memory
+            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the training set ({pool} pairs after "
+                              f"holding out {len(self.val_pairs)} for validation): use data.batch_size <= {pool}")
 
     def _is_domain_source(self, pair: BitextPair) -> bool:
         # `make data` files tag rows "<file>:<source>"; user files are tagged with their file name.
@@ -214,7 +218,9 @@ class BitextDataModule(pl.LightningDataModule):
         seen: set[int] = set()
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
-            seen.update(sampler.global_order().tolist())
+            seen.update(sampler.visited().tolist())
+            if len(seen) == len(pool):  # every pair already: later epochs add none
+                break
         return [pool[i] for i in sorted(seen)] + self.val_pairs + self.domain_val_pairs
 
     # ------------------------------------------------------------------ exact resume (saved in checkpoints)

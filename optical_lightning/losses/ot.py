@@ -36,10 +36,19 @@ student's (Swahili, Somali, ...) L2-normalised token embeddings, with marginal w
 
 Everything runs in float32 (GeomLoss has no float16 path), also under mixed precision, and as
 batched (B, N, M) tensors with no Python loop over pairs and no host synchronisation.
+
+**Bounds** - a step runs about :math:`\lceil\log(\text{diameter}/\text{blur})/\log(1/\text{scaling})\rceil`
+annealing iterations plus ``refine_iters``, so both are bounded to keep a step bounded
+(``ot.scaling=0.99999999`` meant 3e8 iterations, ``ot.refine_iters=1e9`` a step that never ends):
+``scaling <= 0.99`` and ``blur >= 0.01`` give at most 528 annealing iterations, and ``refine_iters <= 5000``
+(100x the default 50; plans close to exact OT need a few thousand). ``blur >= 0.01``
+(:math:`\varepsilon \ge 10^{-4}`) also keeps :math:`C/\varepsilon \le 2\cdot10^4`, where float32 still resolves the
+log-domain updates; every setting must be finite.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,6 +58,9 @@ from torch import Tensor, nn
 
 from optical_lightning.utils.errors import ConfigError
 
+MIN_BLUR = 0.01
+MAX_SCALING = 0.99
+MAX_REFINE_ITERS = 5000
 LOG_ZERO = -1e5  # log-weight of padding: exp underflows to exactly 0, unlike -inf it never gives NaN
 
 
@@ -100,16 +112,20 @@ class OTDistillationHead(nn.Module):
         special_tokens: bool = False,
     ) -> None:
         super().__init__()
-        if not blur > 0:
-            raise ConfigError(f"ot.blur={blur}: must be > 0 (epsilon = blur^2); try ot.blur=0.1")
-        if not 0 < scaling < 1:
-            raise ConfigError(f"ot.scaling={scaling}: must lie strictly between 0 and 1; try ot.scaling=0.9")
-        if reach is not None and not reach > 0:
-            raise ConfigError(f"ot.reach={reach}: must be > 0, or null for balanced OT")
+        if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not MIN_BLUR <= blur < math.inf:
+            raise ConfigError(f"ot.blur={blur!r}: must be a finite number >= {MIN_BLUR} (epsilon = blur^2 in cosine-distance "
+                              f"units; smaller is lost to float32 rounding); try ot.blur=0.1")
+        if isinstance(scaling, bool) or not isinstance(scaling, (int, float)) or not 0 < scaling <= MAX_SCALING:
+            raise ConfigError(f"ot.scaling={scaling!r}: must lie in (0, {MAX_SCALING}] (closer to 1 multiplies the Sinkhorn "
+                              f"iterations of every step without bound); try ot.scaling=0.9")
+        if reach is not None and (isinstance(reach, bool) or not isinstance(reach, (int, float))
+                                  or not 0 < reach < math.inf):
+            raise ConfigError(f"ot.reach={reach!r}: must be a finite number > 0, or null for balanced OT")
         if loss not in ("transport", "divergence"):
             raise ConfigError(f"ot.loss={loss}: choose 'transport' (OPTICAL) or 'divergence'")
-        if refine_iters < 0:
-            raise ConfigError(f"ot.refine_iters={refine_iters}: must be >= 0")
+        if isinstance(refine_iters, bool) or not isinstance(refine_iters, int) or not 0 <= refine_iters <= MAX_REFINE_ITERS:
+            raise ConfigError(f"ot.refine_iters={refine_iters!r}: must be an integer in [0, {MAX_REFINE_ITERS}] (Sinkhorn "
+                              f"updates per step after the annealing); try ot.refine_iters=50")
         if marginals not in ("uniform", "idf"):
             raise ConfigError(f"ot.marginals={marginals}: choose 'uniform' or 'idf'")
         self.blur, self.scaling, self.reach, self.loss = blur, scaling, reach, loss

@@ -6,20 +6,67 @@ evaluation, so :func:`publish` adds the full config, the flat metrics as the run
 results table (set x metric x stage) and the per-query table. :func:`finish` closes the W&B run,
 which a Hydra multirun needs between jobs: the next job in the same process would otherwise log
 into the previous job's run.
+
+:class:`WandbTracker` (``logger=wandb``) is Lightning's W&B logger with two one-line errors: an online
+run without credentials is refused when the logger is built, before any model loads (it used to fail
+after the zero-shot evaluation), and a W&B run that cannot start (no network) says so in one line.
 """
 
 from __future__ import annotations
 
 import csv
+import netrc
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from optical_lightning.reporting.summary import stage_columns
+from optical_lightning.utils.errors import ConfigError, OpticalError
+
+OFFLINE_HINT = "or run offline with WANDB_MODE=offline (and `wandb sync <run dir>/wandb` later)"
+
+
+def wandb_credentials() -> str | None:
+    """Where an online W&B run would find its API key (``WANDB_API_KEY``, an identity token file, or a
+    netrc entry for the W&B host), or None; reads files only, never the network."""
+    if os.environ.get("WANDB_API_KEY"):
+        return "WANDB_API_KEY"
+    if os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return "WANDB_IDENTITY_TOKEN_FILE"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc").expanduser()
+    try:
+        return str(path) if netrc.netrc(path).authenticators(host) else None
+    except (OSError, netrc.NetrcParseError):
+        return None
+
+
+class WandbTracker(WandbLogger):
+    """Lightning's :class:`WandbLogger`; an online run checks for credentials when built and turns a
+    failed start into one line (see the module docstring)."""
+
+    def __init__(self, *args: Any, offline: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, offline=offline, **kwargs)
+        if not offline and os.environ.get("WANDB_MODE", "").lower() != "disabled" and wandb_credentials() is None:
+            raise ConfigError("logger=wandb runs online (WANDB_MODE=online) but finds no W&B API key: set WANDB_API_KEY "
+                              f"or run `wandb login`, {OFFLINE_HINT}")
+
+    @property
+    def experiment(self) -> Any:
+        try:
+            return WandbLogger.experiment.fget(self)
+        except OpticalError:
+            raise
+        except Exception as e:  # wandb.init: no network, a rejected key, a timeout
+            why = " ".join(str(e).split())[:200] or type(e).__name__
+            raise OpticalError(f"logger=wandb could not start its W&B run ({type(e).__name__}: {why}); check the network "
+                               f"and WANDB_API_KEY, {OFFLINE_HINT}") from e
 
 
 def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:

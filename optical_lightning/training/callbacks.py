@@ -1,18 +1,31 @@
-"""Lightning callbacks of a distillation run."""
+"""Lightning callbacks of a distillation run, and the checkpoint writer every run uses."""
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import logging
+import os
+import random
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from optical_lightning.reporting.plots import learning_curves, plan_heatmaps
-from optical_lightning.utils.atomic import atomic_write_json
-from optical_lightning.utils.errors import ConfigError, DataError, require_int
+from optical_lightning.utils.atomic import atomic_write_json, public_mode
+from optical_lightning.utils.errors import CheckpointWriteError, ConfigError, DataError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +204,181 @@ class LearningCurve(pl.Callback):
                   "best_step": self.best["step"] if self.best else None, "restored": self.restore_best, "rows": rows}
         atomic_write_json(out_dir / self.filename, record)
         learning_curves(rows, out_dir / self.plot, best_step=record["best_step"])
+
+
+class StepWatchdog(pl.Callback):
+    """Let SIGTERM stop a training step that has overrun, instead of waiting for it to end.
+
+    Lightning notes SIGTERM (``timeout``, SLURM's warning before the kill) and acts on it between
+    steps: it finishes the step, saves a checkpoint (``save_on_exception``) and exits, which is right
+    for a step of normal length. A step that runs far past it (a slow OT solve near the bounds of
+    ``ot.scaling`` and ``ot.refine_iters``) kept a job alive for 13 minutes after the signal, and SLURM
+    kills a job 30 s after its SIGTERM by default. Here a SIGTERM during a step raises Lightning's own
+    ``SIGTERMException`` in the step once the step has run ``patience`` x the median of the earlier
+    steps, or ``grace_s`` after the signal, whichever comes first (at once when no step has finished
+    yet: nothing would be lost); a step that ends before that stops as before, with its checkpoint.
+
+    Never during the optimizer's update (from ``on_before_optimizer_step`` to the step's end), so the
+    weights are never half-updated: a stopped step is simply not taken, and the checkpoint saved on
+    exit holds the state before it, random generators included (their states at the step's start,
+    about 10 KB copied per step, are put back), so a resumed run still repeats an uninterrupted one.
+    The DistillationModule adds this callback to every run.
+    """
+
+    def __init__(self, patience: float = 3.0, grace_s: float = 10.0, history: int = 50) -> None:
+        self.patience, self.grace_s = patience, grace_s
+        self.durations: deque[float] = deque(maxlen=history)
+        self.stopped_step: int | None = None  # the step a SIGTERM stopped, for tests and logs
+        self._previous: Any = None
+        self._installed = False
+        self._started: float | None = None  # monotonic start of the running step, None between steps
+        self._deadline: float | None = None  # when a signalled step is stopped
+        self._updating = False
+        self._step = 0
+        self._timer: threading.Timer | None = None
+        self._timer_fired = False
+        self._rng: tuple[Any, ...] | None = None  # the generators' states at the running step's start
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+            return
+        self._previous = signal.getsignal(signal.SIGTERM)  # Lightning's: note the signal, stop after the step
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._installed = True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step += 1
+        self._updating, self._deadline = False, None
+        self._rng = (torch.get_rng_state(), random.getstate(), np.random.get_state(),
+                     torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        self._started = time.monotonic()
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer: Any) -> None:
+        self._updating = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if self._started is not None:
+            self.durations.append(time.monotonic() - self._started)
+        self._started, self._updating = None, False
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        self._restore()
+
+    # ------------------------------------------------------------------ the signal
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self._timer_fired:  # our own reminder (see _remind), not a second signal
+            self._timer_fired = False
+        elif callable(self._previous):
+            self._previous(signum, frame)
+        if self._started is None or self._updating:
+            return  # between steps or in the update: Lightning stops right after the step
+        now = time.monotonic()
+        usual = statistics.median(self.durations) if self.durations else 0.0
+        if self._deadline is None:  # fixed at the first signal of this step
+            self._deadline = min(self._started + self.patience * usual, now + self.grace_s)
+        deadline = self._deadline
+        if now >= deadline - 1e-3:
+            self.stopped_step = self._step
+            log.warning("SIGTERM during a training step that has run %.1fs (%s): stopping it now", now - self._started,
+                        f"the median step takes {usual:.1f}s" if self.durations else "the first step")
+            self._started = None
+            if self._rng is not None:  # as if the step had never begun (dropout drew from these)
+                torch_state, python_state, numpy_state, cuda_states = self._rng
+                torch.set_rng_state(torch_state)
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+                if cuda_states is not None:
+                    torch.cuda.set_rng_state_all(cuda_states)
+            raise SIGTERMException()
+        if self._timer is None:
+            self._timer = threading.Timer(deadline - now, self._remind, args=(self._step,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _remind(self, step: int) -> None:
+        """At the deadline, deliver SIGTERM to the main thread again if the same step still runs."""
+        self._timer = None
+        if self._installed and self._started is not None and self._step == step:
+            self._timer_fired = True
+            _thread.interrupt_main(signal.SIGTERM)
+
+    def _restore(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._installed and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous)
+        self._installed, self._started = False, None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, except that a checkpoint appears whole or not at all, and never
+    holds non-finite weights.
+
+    Lightning writes ``last.ckpt`` in place, so a full disk left a truncated ``last.ckpt`` (and a 0-byte
+    step checkpoint) that the next attempt could not resume from. Here the bytes go to a temporary
+    file in the same folder, are flushed to disk, and replace the target with one ``os.replace``; a
+    failed write removes the temporary file, keeps the previous checkpoint, and is one line
+    (:class:`~optical_lightning.utils.errors.CheckpointWriteError`). A checkpoint whose weights are NaN
+    or infinite (a diverged run: Lightning saves one when training stops on an error) is not written:
+    resuming from it could only diverge again.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if (bad := _non_finite(checkpoint.get("state_dict", {}))) is not None:
+            log.warning("not saving %s: the weight %s is not finite (the run diverged)", path, bad)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        try:
+            public_mode(tmp)
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if (cause := _os_error(e)) is not None:  # torch.save reports a failed write as a RuntimeError
+                raise CheckpointWriteError(
+                    f"could not write checkpoint {path}: {cause.strerror or cause}; the previous checkpoint is unchanged "
+                    f"- free space on that disk (or set callbacks.model_checkpoint.dirpath to another one) and run "
+                    f"the same command to resume") from cause
+            raise
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The operating system's error behind ``exc`` (itself, or what it was raised from or during)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _non_finite(state_dict: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor in ``state_dict`` with a NaN or infinite value."""
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            return name
+    return None
+
+
+def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
+    """Write this trainer's checkpoints with :class:`AtomicCheckpointIO` (unless a custom writer is set)."""
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()

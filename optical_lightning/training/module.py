@@ -10,10 +10,17 @@ One training step, for a batch of (English, target-language) pairs:
 
 The teacher is a registered submodule (so it follows the device under DDP) but is excluded from
 checkpoints, as are the student's frozen weights: they hold only what training changes.
+
+A run that diverges stops at once: a non-finite loss (checked before its backward pass) or
+non-finite weights after an optimizer step raise :class:`~optical_lightning.utils.errors.TrainingDiverged`,
+one line naming the step and the likely setting, so no NaN student is evaluated, saved or scored
+(``lr=1e6`` used to finish "successfully" with a 100% NaN student). The checks cost one scalar
+read-back and one norm per weight tensor per step.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +36,13 @@ from optical_lightning.losses.marginals import alignment_mask, idf_table, token_
 from optical_lightning.losses.mse import pooled_mse
 from optical_lightning.losses.ot import OTDistillationHead, OTOutput
 from optical_lightning.models.encoder import Encoder, EncoderOutput
-from optical_lightning.utils.errors import ConfigError
+from optical_lightning.training.callbacks import StepWatchdog, use_atomic_checkpoints
+from optical_lightning.utils.errors import ConfigError, TrainingDiverged
+
+# InfoNCE divides cosines (in [-1, 1]) by the temperature. CLIP caps 1/temperature at 100 and e5 trains
+# at 0.01; below 1e-3 the softmax is one-hot for any cosine gap above ~0.02 (exp(-20)), so only the
+# hardest negative gets a gradient, and near 1e-38 cos/temperature overflows float32 (a NaN loss).
+MIN_NCE_TEMPERATURE = 1e-3
 
 
 class DistillationModule(pl.LightningModule):
@@ -59,7 +72,12 @@ class DistillationModule(pl.LightningModule):
         self.student_idf: Tensor | None = None
 
     # ------------------------------------------------------------------ setup
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [StepWatchdog()]  # SIGTERM stops an overrunning step (see training/callbacks.py)
+
     def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            use_atomic_checkpoints(self.trainer)  # checkpoints whole or not at all, never of NaN weights
         head = self.ot_head
         if head is not None and head.marginals == "idf" and self.teacher_idf is None:
             pairs = self.trainer.datamodule.train_pairs
@@ -121,6 +139,9 @@ class DistillationModule(pl.LightningModule):
         loss, logs = self.distillation_loss(batch)
         batch_size = batch["student_tgt"]["input_ids"].shape[0]
         loss_value = logs.pop("loss")
+        if self._any_rank(not bool(torch.isfinite(loss_value))):  # before backward: the weights stay as they were
+            raise TrainingDiverged(self._diverged(f"the loss is {_value(loss_value)} "
+                                                  f"({', '.join(f'{k}={_value(v)}' for k, v in logs.items())})"))
         self.log("train/loss", loss_value, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch_size)
         return loss
@@ -131,6 +152,39 @@ class DistillationModule(pl.LightningModule):
         _, logs = self.distillation_loss(batch)
         self.log_dict({f"{prefixes[dataloader_idx]}/{k}": v for k, v in logs.items()}, prog_bar=False,
                       sync_dist=True, add_dataloader_idx=False, batch_size=batch["student_tgt"]["input_ids"].shape[0])
+
+    # ------------------------------------------------------------------ divergence
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """The optimizer's step, then a check that it left every trainable weight finite (before any
+        callback, a checkpoint included, sees the weights)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        params = [p.detach() for p in self.student.parameters() if p.requires_grad]
+        if params and self._any_rank(not bool(torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()))):
+            raise TrainingDiverged(self._diverged("the student's weights became NaN or infinite in its optimizer step",
+                                                  after_update=True))
+
+    def _any_rank(self, bad: bool) -> bool:
+        """``bad`` on any rank (all ranks then stop together instead of waiting for each other)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return bad
+        return bool(trainer.strategy.reduce_boolean_decision(bad, all=False))
+
+    def _diverged(self, what: str, after_update: bool = False) -> str:
+        """The one-line message: the step, what went non-finite, and the settings to look at."""
+        trainer = self._trainer
+        step = trainer.global_step + 1 if trainer is not None else 1
+        groups = [g for opt in (trainer.optimizers if trainer is not None else []) for g in opt.param_groups]
+        lr = groups[0].get("initial_lr", groups[0]["lr"]) if groups else None
+        loss_settings = (f"distill.ot_weight/mse_weight/nce_weight ({self.ot_weight:g}/{self.mse_weight:g}/"
+                         f"{self.nce_weight:g}), distill.nce_temperature ({self.nce_temperature:g})"
+                         + (f" and ot.blur ({self.ot_head.blur:g})" if self.ot_head is not None else ""))
+        if step == 1 and not after_update:  # no update yet, so not the learning rate: the loss itself is out of range
+            fix = f"check {loss_settings}"
+        else:
+            now = f" (now {lr:g})" if isinstance(lr, (int, float)) else ""
+            fix = f"lower optim.optimizer.lr{now}, else check {loss_settings}"
+        return f"training diverged at step {step}: {what}; no student or results were written - {fix}"
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
@@ -178,18 +232,26 @@ class DistillationModule(pl.LightningModule):
 
 def check_loss_weights(ot_weight: object, mse_weight: object, nce_weight: object = 0.0,
                        nce_temperature: object = 0.05) -> None:
-    """The loss mix is non-negative numbers, not all 0, and a positive temperature (checked before any model loads)."""
+    """The loss mix is finite non-negative numbers, not all 0, and a temperature of at least
+    :data:`MIN_NCE_TEMPERATURE` (checked before any model loads)."""
     weights = (("distill.ot_weight", ot_weight), ("distill.mse_weight", mse_weight), ("distill.nce_weight", nce_weight))
     for key, value in weights:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: must be a number >= 0")
-        if not value >= 0:  # also NaN
-            raise ConfigError(f"{key}={value}: a loss weight must be >= 0")
+        if not (value >= 0 and math.isfinite(value)):  # also NaN
+            raise ConfigError(f"{key}={value}: a loss weight must be >= 0 and finite")
     if all(value == 0 for _, value in weights):
         raise ConfigError("distill.ot_weight, distill.mse_weight and distill.nce_weight are all 0: nothing to train "
                           "(use distill=none)")
     if isinstance(nce_temperature, bool) or not isinstance(nce_temperature, (int, float)) or not nce_temperature > 0:
         raise ConfigError(f"distill.nce_temperature={nce_temperature!r}: must be a number > 0 (e.g. 0.05)")
+    if not MIN_NCE_TEMPERATURE <= nce_temperature < math.inf:
+        raise ConfigError(f"distill.nce_temperature={nce_temperature:g}: must be a finite number >= {MIN_NCE_TEMPERATURE:g} "
+                          f"(below it the softmax over cosine/temperature is one-hot, then overflows); e.g. 0.05")
+
+
+def _value(t: Tensor) -> str:
+    return f"{float(t):.4g}"
 
 
 def _plain(numpy_state: tuple) -> list:

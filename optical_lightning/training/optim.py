@@ -1,8 +1,20 @@
 """Optimisation: the learning-rate schedule (linear warm-up then linear decay to zero, the BERT
-fine-tuning default) and a dry run of the configured factories before any model loads."""
+fine-tuning default), a dry run of the configured factories before any model loads, and the
+checks of numeric settings that would otherwise surface as a NaN loss minutes into training.
+
+Bounds, and why:
+
+* every float setting must be a finite number: ``nan`` or ``inf`` anywhere (a learning rate, a loss
+  weight, ``trainer.gradient_clip_val``, ``ot.blur``) makes the loss or the weights non-finite;
+* ``0 < lr <= 1`` (:data:`MAX_LR`): Adam-type optimisers (AdamW here) move every weight by about
+  ``lr`` per step, and a pretrained encoder's weights are ~0.05 in size, so a step of 1 already
+  overwrites them; ``lr=1e6`` (a slip for ``1e-6``) made the student 100% NaN within 3 steps;
+* ``seed`` is an integer in numpy's range, as every generator of the run is seeded from it.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +23,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from optical_lightning.utils.errors import ConfigError, OpticalError
+
+MAX_LR = 1.0
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 def linear_warmup_decay(optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:
@@ -32,6 +47,8 @@ def check_factories(optimizer: Callable[..., Optimizer], scheduler: Callable[...
     """Build the optimizer and scheduler once over a single dummy parameter: a negative lr or an
     unknown setting fails here, in one line, instead of inside ``trainer.fit`` minutes later."""
     built = _dry_run("optim.optimizer", optimizer, params=[torch.nn.Parameter(torch.zeros(1))])
+    for group in built.param_groups:
+        check_learning_rate(group.get("lr"))
     if scheduler is not None:
         _dry_run("optim.scheduler", scheduler, optimizer=built, total_steps=total_steps)
 
@@ -43,3 +60,46 @@ def _dry_run(key: str, factory: Callable[..., Any], **kwargs: Any) -> Any:
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{key}: {' '.join(str(e).split())}") from e
+
+
+def check_learning_rate(lr: object, key: str = "optim.optimizer.lr") -> None:
+    """``0 < lr <= MAX_LR`` (see the module docstring); a one-line error otherwise, before any model loads."""
+    if isinstance(lr, torch.Tensor):
+        lr = lr.item()
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise ConfigError(f"{key}={lr!r}: must be a number, e.g. 2e-4")
+    if not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"{key}={lr}: must be a finite number > 0 (lr=0 trains nothing: use distill=none); e.g. 2e-4")
+    if lr > MAX_LR:
+        guess = f"; did you mean {1 / lr:g}?" if math.log10(lr).is_integer() else ""
+        raise ConfigError(f"{key}={lr:g}: above {MAX_LR:g}, where an Adam-type optimiser moves every weight by about "
+                          f"lr per step and the student diverges to NaN; use e.g. 2e-4{guess}")
+
+
+def check_numeric_settings(config: Any) -> None:
+    """``seed`` is an integer in numpy's range and no float setting anywhere is ``nan`` or ``inf``.
+
+    Runs first, on the config as given (so ``seed=abc`` is named before anything is seeded), and walks
+    every setting, so a new float setting is covered without being listed here.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(config, (DictConfig, ListConfig)):
+        config = OmegaConf.to_container(config, resolve=True)
+    seed = config.get("seed") if isinstance(config, dict) else None
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r}: must be an integer in [0, {MAX_SEED}] (it seeds torch, numpy and the data order), "
+                          f"e.g. seed=42")
+    for key, value in _floats(config):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value}: not a finite number; every numeric setting must be finite "
+                              f"(give a number, or null where the setting allows it)")
+
+
+def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """Every float setting under ``node`` as (dotted key, value)."""
+    if isinstance(node, dict):
+        return [kv for k, v in node.items() for kv in _floats(v, f"{prefix}{k}.")]
+    if isinstance(node, (list, tuple)):
+        return [kv for i, v in enumerate(node) for kv in _floats(v, f"{prefix[:-1]}[{i}].")]
+    return [(prefix[:-1], node)] if isinstance(node, float) else []

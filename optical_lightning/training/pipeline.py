@@ -30,8 +30,9 @@ from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.reporting.summary import flatten_results, print_summary
 from optical_lightning.reporting.tracking import ResumableCSVLogger, finish, publish
+from optical_lightning.training.launch import announce_rendezvous, check_cluster, rendezvous_failed
 from optical_lightning.training.module import DistillationModule, check_loss_weights
-from optical_lightning.training.optim import check_factories
+from optical_lightning.training.optim import check_factories, check_numeric_settings
 from optical_lightning.training.rundir import (
     CONFIG,
     RESULTS,
@@ -141,6 +142,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     # training (the other ranks are started by, or join, trainer.fit). After training all ranks
     # share the evaluation (see evaluation/distributed.py) and rank 0 writes the results.
     rank0 = rank_zero_only.rank == 0
+    check_numeric_settings(cfg)  # seed=abc, nan or inf anywhere: one line before anything runs
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_language(cfg.lang.code)
 
@@ -184,6 +186,7 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     ckpt, ckpt_step = None, 0
     if train_student:
         max_steps = check_step_budget(cfg.trainer)
+        check_cluster(cfg.trainer)
         trainer = build(cfg.trainer, "trainer", callbacks=_build_each(cfg.get("callbacks"), "callbacks"),
                         logger=loggers or False)
         optimizer, scheduler = build(cfg.optim.optimizer, "optim.optimizer"), build(cfg.optim.scheduler, "optim.scheduler")
@@ -270,7 +273,12 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         t0 = time.time()
         with prompt_memory_return():  # keeps training's peak RSS near what its tensors use
             try:
+                announce_rendezvous(trainer)
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+            except Exception as e:  # nodes that never all joined: one line (training/launch.py)
+                if (failed := rendezvous_failed(e, trainer)) is None:
+                    raise
+                raise failed from e
             except SystemExit as e:  # Lightning exits after Ctrl-C (status 1) and SIGTERM (status 0)
                 if isinstance(e, SIGTERMException) or trainer.interrupted:
                     raise interrupted(e, trainer, out_dir) from None

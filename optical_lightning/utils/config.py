@@ -71,6 +71,9 @@ def explain(exc: InstantiationException, key: str) -> OpticalError:
     if (nested := re.search(r"full_key: (\S+)", str(exc))) is not None:  # e.g. callbacks.plan_figure
         found = nested.group(1)  # absolute when the node still knows its parent config, else relative to it
         key = found if found == key or found.startswith(f"{key}.") else f"{key}.{found}"
+    if isinstance(root, ModuleNotFoundError) and "torch_xla" in f"{root.name} {root}":  # no pip extra provides it
+        return ConfigError(f"{key}.accelerator=tpu needs the package torch_xla, which installs only on a TPU host "
+                           f"(a Cloud TPU VM), so `make install` cannot provide it; use {key}.accelerator=gpu or cpu")
     if isinstance(root, ModuleNotFoundError) and not str(root.name).startswith("optical_lightning"):
         return ConfigError(f"{key}: cannot import {root.name or root} - a dependency is missing from this "
                            f"environment; run `make install` (or pip install -e .)")

@@ -34,6 +34,14 @@ def user_error(exc: BaseException) -> OpticalError | None:
     return None
 
 
+class TrainingDiverged(OpticalError, ArithmeticError):
+    """The loss or the student's weights stopped being finite numbers; the run keeps no output of them."""
+
+
+class CheckpointWriteError(OpticalError, OSError):
+    """A checkpoint could not be written (a full disk); the previous one is left as it was."""
+
+
 class RunInterrupted(OpticalError):
     """Training stopped by Ctrl-C or SIGTERM; ``run.py`` exits with 128 + the signal number."""
 
