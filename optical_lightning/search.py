@@ -28,8 +28,9 @@ from optical_lightning.evaluation.datasets import file_key, read_docs, read_qrel
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import Run, maxsim_search, pooled_search
 from optical_lightning.models.checks import check_finite
-from optical_lightning.models.encoder import Encoder, load_encoder
+from optical_lightning.models.encoder import Encoder
 from optical_lightning.models.from_config import encoder_builder
+from optical_lightning.models.loading import load_encoder
 from optical_lightning.utils.atomic import atomic_write_text
 from optical_lightning.utils.errors import (
     ConfigError,

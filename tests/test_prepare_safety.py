@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.prepare import build as build_module
 from optical_lightning.prepare import swap
 from optical_lightning.prepare.build import BuildConfig, build
@@ -28,8 +29,7 @@ from optical_lightning.prepare.cli import main
 from optical_lightning.prepare.fetch import extract_matching, unpack_deb
 from optical_lightning.prepare.records import (
     Bitext,
-    Pair,
-    RetrievalSet,
+    RetrievalFolder,
     SourceContext,
     SourceResult,
     SourceSkipped,
@@ -70,14 +70,15 @@ class Toy:
             download.parent.mkdir(parents=True, exist_ok=True)
             download.write_bytes(b"wheel")
         return SourceResult("babel", "BSD", "babel 1.0", bitexts=[
-            Bitext("babel", lang, "train", [Pair("b:1", "Hello", self.word), Pair("b:2", "Save", "Hifadhi")], "BSD", "b")
+            Bitext("babel", lang, "train", [BitextPair("b:1", "Hello", self.word), BitextPair("b:2", "Save", "Hifadhi")],
+                   "BSD", "b")
             for lang in ctx.langs])
 
     def udhr(self, ctx: SourceContext) -> SourceResult:
         self._start("udhr")
         return SourceResult("udhr", "CC0", "udhr 1.0", bitexts=[
-            Bitext("udhr-test", lang, "eval", [Pair("1", "Everyone", "Kila mtu")], "CC0", "u") for lang in ctx.langs],
-            retrieval=[RetrievalSet(f"udhr-{lang}-en", lang, [("q1", "Kila mtu")], [], [("d1", "Everyone")],
+            Bitext("udhr-test", lang, "eval", [BitextPair("1", "Everyone", "Kila mtu")], "CC0", "u") for lang in ctx.langs],
+            retrieval=[RetrievalFolder(f"udhr-{lang}-en", lang, [("q1", "Kila mtu")], [], [("d1", "Everyone")],
                                     [("q1", "d1", 1)], "CC0", "u") for lang in ctx.langs])
 
     def mirror(self, ctx: SourceContext) -> SourceResult:
@@ -85,7 +86,7 @@ class Toy:
         if ctx.mirror is None or not Path(ctx.mirror).is_dir():
             raise SourceSkipped("no --mirror DIR given" if ctx.mirror is None else f"mirror {ctx.mirror} is not a directory")
         return SourceResult("mirror", "per set", "mirror", bitexts=[
-            Bitext("flores200-devtest", lang, "eval", [Pair("f1", "He left.", "Aliondoka.")], "CC-BY-SA", "m")
+            Bitext("flores200-devtest", lang, "eval", [BitextPair("f1", "He left.", "Aliondoka.")], "CC-BY-SA", "m")
             for lang in ctx.langs])
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import ROOT, SW_BITEXT, TINY, cli_env, compose_config
+from conftest import ROOT, SW_BITEXT, TINY, cli_env, compose_config, distillation_module
 
 from optical_lightning.data import BitextDataModule
 from optical_lightning.data.collate import PairCollator
@@ -33,7 +33,6 @@ from optical_lightning.data.mixing import MixtureSampler
 from optical_lightning.losses.ot import OTDistillationHead
 from optical_lightning.models.tiny import tiny_encoder
 from optical_lightning.training.callbacks import AtomicCheckpointIO
-from optical_lightning.training.module import DistillationModule
 from optical_lightning.training.pipeline import run
 from optical_lightning.utils.errors import (
     CheckpointWriteError,
@@ -118,8 +117,7 @@ def test_the_ot_head_names_its_bounds_when_built_directly():
 def tiny_training(lr: float, batch_size: int = 8, **module_args):
     teacher = tiny_encoder(seed=0, frozen=True)
     student = tiny_encoder(seed=1, projection=True, target_dim=teacher.dim)
-    module = DistillationModule(student, teacher, OTDistillationHead(), nce_weight=1.0,
-                                optimizer=lambda params: torch.optim.AdamW(params, lr=lr), **module_args)
+    module = distillation_module(student, teacher, ot=1.0, nce=1.0, lr=lr, **module_args)
     dm = BitextDataModule(str(SW_BITEXT), "sw", val_size=8, batch_size=batch_size, seed=0,
                           collate_fn=PairCollator(teacher, student))
     return module, dm
@@ -149,7 +147,7 @@ def test_a_run_whose_loss_overflows_writes_no_results_student_or_checkpoint(tmp_
     # a finite weight whose product with the loss overflows float32: inf at the very first step
     message = refused((*B, "distill.nce_weight=3e38", "callbacks.model_checkpoint.every_n_train_steps=1"), tmp_path)
     assert message.startswith("training diverged at step 1: the loss is inf"), message
-    assert "check distill.ot_weight/mse_weight/nce_weight (1/0/3e+38)" in message  # step 1: not the lr
+    assert "check the loss settings (ot weight 1, ot.blur 0.1, nce weight 3e+38, nce temperature 0.05)" in message  # step 1: not the lr
     assert (run_dir(tmp_path) / "config.yaml").exists()  # it did start
     assert_nothing_kept(run_dir(tmp_path))
 

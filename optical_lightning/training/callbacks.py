@@ -45,7 +45,7 @@ class TransportPlanFigure(pl.Callback):
     @torch.no_grad()
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        if not trainer.is_global_zero or getattr(module, "ot_head", None) is None or dm is None:
+        if not trainer.is_global_zero or getattr(module, "transport_term", None) is None or dm is None:
             return
         pairs = (dm.val_pairs or dm.train_pairs)[: self.num_pairs]
         short = sorted(pairs, key=lambda p: len(p.en))  # readable figures: shortest first
@@ -53,8 +53,7 @@ class TransportPlanFigure(pl.Callback):
         batch = {k: {n: t.to(module.device) for n, t in v.items()} for k, v in batch.items()}
         was_training = module.training
         module.eval()
-        teacher, student = module.teacher(batch["teacher_en"]), module.student(batch["student_tgt"])
-        out = module.transport(teacher, batch["teacher_en"], student, batch["student_tgt"])
+        out = module.transport(module.teacher(batch["teacher_en"]), batch)
         module.train(was_training)
         plans, en_tokens, tgt_tokens = [], [], []
         for i in range(len(short)):

@@ -4,9 +4,10 @@ One training step, for a batch of (English, target-language) pairs:
 
 1. teacher(English) -> token cloud + pooled vector (no grad, never trained);
 2. student(target)  -> token cloud + pooled vector;
-3. loss = ``ot_weight`` * OT head (OPTICAL) + ``mse_weight`` * pooled MSE (Reimers & Gurevych)
-   + ``nce_weight`` * in-batch InfoNCE of the pooled vectors (the only term that also pushes),
-   so ``distill=optical``, ``distill=mse`` and any weighted mix are configs, not code.
+3. loss = sum of ``weight * term(outputs)`` over the loss terms the config lists
+   (:mod:`optical_lightning.losses.terms`: OPTICAL's transport, pooled MSE, in-batch InfoNCE), each
+   logged under its own name, so ``distill=optical``, ``distill=mse`` and any weighted mix are configs,
+   not code; a term with weight 0 is left out.
 
 The teacher is a registered submodule (so it follows the device under DDP) but is excluded from
 checkpoints, as are the student's frozen weights: they hold only what training changes.
@@ -22,19 +23,18 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from optical_lightning.losses.contrastive import in_batch_infonce
-from optical_lightning.losses.marginals import alignment_mask, idf_table, token_weights
-from optical_lightning.losses.mse import pooled_mse
-from optical_lightning.losses.ot import OTDistillationHead, OTOutput
+from optical_lightning.losses.marginals import idf_table
+from optical_lightning.losses.ot import OTOutput
+from optical_lightning.losses.terms import LossTerm, StepOutputs, TransportTerm
 from optical_lightning.models.encoder import Encoder, EncoderOutput
 from optical_lightning.training.callbacks import StepWatchdog, use_atomic_checkpoints
 from optical_lightning.utils.errors import ConfigError, TrainingDiverged
@@ -46,30 +46,45 @@ MIN_NCE_TEMPERATURE = 1e-3
 
 
 class DistillationModule(pl.LightningModule):
+    """The student, the frozen teacher and the loss terms; built by ``conf/distill/default.yaml``
+    (``distill.module``, a partial) with the encoders and the optimiser injected by the pipeline.
+
+    Args:
+        student: the encoder that trains.
+        teacher: the frozen encoder whose English token clouds and pooled vectors are the targets.
+        loss_terms: the weighted terms, by name (a config mapping) or as a list; weight 0 leaves one out.
+        optimizer: ``optimizer(params=...)``, a partial of ``conf/optim``.
+        scheduler: ``scheduler(optimizer=..., total_steps=...)``, or None for a constant rate.
+    """
+
     def __init__(
         self,
         student: Encoder,
         teacher: Encoder,
-        ot_head: OTDistillationHead | None = None,
-        ot_weight: float = 1.0,
-        mse_weight: float = 0.0,
-        nce_weight: float = 0.0,
-        nce_temperature: float = 0.05,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        loss_terms: Mapping[str, LossTerm] | Sequence[LossTerm],
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None,
     ) -> None:
         super().__init__()
-        check_loss_weights(ot_weight, mse_weight, nce_weight, nce_temperature)
-        if ot_weight > 0 and ot_head is None:
-            raise ConfigError("distill.ot_weight > 0 needs an OT head (ot=sinkhorn)")
+        terms = list(loss_terms.values()) if isinstance(loss_terms, Mapping) else list(loss_terms)
+        active = [t for t in terms if t.weight > 0]
+        if not active:
+            raise ConfigError("every loss term has weight 0: nothing to train (use distill=none)")
         self.student, self.teacher = student, teacher.freeze()
-        self.ot_head = ot_head
-        self.ot_weight, self.mse_weight = ot_weight, mse_weight
-        self.nce_weight, self.nce_temperature = nce_weight, nce_temperature
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-5))
+        self.loss_terms = nn.ModuleList(active)
+        self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.teacher_idf: Tensor | None = None
         self.student_idf: Tensor | None = None
+
+    @property
+    def transport_term(self) -> TransportTerm | None:
+        return next((t for t in self.loss_terms if isinstance(t, TransportTerm)), None)
+
+    @property
+    def needs_student_en(self) -> bool:
+        """Whether a term reads the student's English side (the collator then encodes it too)."""
+        return any(t.needs_student_en for t in self.loss_terms)
 
     # ------------------------------------------------------------------ setup
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -78,8 +93,7 @@ class DistillationModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self._trainer is not None:
             use_atomic_checkpoints(self.trainer)  # checkpoints whole or not at all, never of NaN weights
-        head = self.ot_head
-        if head is not None and head.marginals == "idf" and self.teacher_idf is None:
+        if any(t.wants_idf for t in self.loss_terms) and self.teacher_idf is None:
             pairs = self.trainer.datamodule.train_pairs
             self.teacher_idf = _idf(self.teacher, [p.en for p in pairs])
             self.student_idf = _idf(self.student, [p.tgt for p in pairs])
@@ -96,26 +110,26 @@ class DistillationModule(pl.LightningModule):
         else:
             with torch.no_grad():
                 teacher_en = self.teacher(teacher_batch)
-        student_tgt = self.student(batch["student_tgt"])
-        loss = torch.zeros((), device=student_tgt.pooled.device)
+        out = self.step_outputs(teacher_en, batch)
+        loss = torch.zeros((), device=out.student.pooled.device)
         logs: dict[str, Tensor] = {}
-        if self.ot_weight > 0:
-            ot = self.transport(teacher_en, batch["teacher_en"], student_tgt, batch["student_tgt"])
-            loss = loss + self.ot_weight * ot.loss
-            logs.update(ot_loss=ot.loss.detach(), transport_cost=ot.transport_cost.mean(),
-                        plan_entropy=ot.plan_entropy.mean())
-        if self.mse_weight > 0:
-            student_en = self.student(batch["student_en"]).pooled if "student_en" in batch else None
-            mse = pooled_mse(student_tgt.pooled, teacher_en.pooled, student_en)
-            loss = loss + self.mse_weight * mse
-            logs["mse_loss"] = mse.detach()
-        if self.nce_weight > 0:
-            targets, offset = self._global_targets(teacher_en.pooled)
-            nce = in_batch_infonce(student_tgt.pooled, targets, self.nce_temperature, offset)
-            loss = loss + self.nce_weight * nce
-            logs["nce_loss"] = nce.detach()
+        for term in self.loss_terms:
+            value, extra = term(out)
+            loss = loss + term.weight * value
+            logs[f"{term.name}_loss"] = value.detach()
+            logs.update(extra)
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def step_outputs(self, teacher_en: EncoderOutput, batch: dict[str, dict[str, Tensor]]) -> StepOutputs:
+        """The student's outputs of ``batch`` beside the teacher's, for the loss terms."""
+        student_tgt = self.student(batch["student_tgt"])  # before the English side: dropout draws in this order
+        student_en = self.student(batch["student_en"]).pooled \
+            if "student_en" in batch and self.needs_student_en else None
+        return StepOutputs(teacher=teacher_en, student=student_tgt,
+                           teacher_ids=batch["teacher_en"]["input_ids"], student_ids=batch["student_tgt"]["input_ids"],
+                           student_en=student_en, teacher_idf=self.teacher_idf, student_idf=self.student_idf,
+                           gather=self._global_targets)
 
     def _global_targets(self, teacher_pooled: Tensor) -> tuple[Tensor, int]:
         """The teacher's vectors of the global batch and this rank's first row (see losses/contrastive.py)."""
@@ -125,15 +139,9 @@ class DistillationModule(pl.LightningModule):
         gathered = self.all_gather(teacher_pooled.detach())  # (world, B, d): equal B, the sampler pads
         return gathered.flatten(0, 1), trainer.global_rank * teacher_pooled.shape[0]
 
-    def transport(self, teacher: EncoderOutput, teacher_batch: dict[str, Tensor],
-                  student: EncoderOutput, student_batch: dict[str, Tensor]) -> OTOutput:
-        """Run the OT head on the alignable tokens of both sides (also used for plan heatmaps)."""
-        head = self.ot_head
-        x_mask = alignment_mask(teacher.content_mask, teacher.attention_mask, head.special_tokens)
-        y_mask = alignment_mask(student.content_mask, student.attention_mask, head.special_tokens)
-        a = token_weights(x_mask, teacher_batch["input_ids"], self.teacher_idf)
-        b = token_weights(y_mask, student_batch["input_ids"], self.student_idf)
-        return head(teacher.tokens, a, student.tokens, b)
+    def transport(self, teacher: EncoderOutput, batch: dict[str, dict[str, Tensor]]) -> OTOutput:
+        """The transport term's plan and cost of ``batch`` (the plan heatmaps of training/callbacks.py)."""
+        return self.transport_term.plan(self.step_outputs(teacher, batch))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss, logs = self.distillation_loss(batch)
@@ -176,9 +184,8 @@ class DistillationModule(pl.LightningModule):
         step = trainer.global_step + 1 if trainer is not None else 1
         groups = [g for opt in (trainer.optimizers if trainer is not None else []) for g in opt.param_groups]
         lr = groups[0].get("initial_lr", groups[0]["lr"]) if groups else None
-        loss_settings = (f"distill.ot_weight/mse_weight/nce_weight ({self.ot_weight:g}/{self.mse_weight:g}/"
-                         f"{self.nce_weight:g}), distill.nce_temperature ({self.nce_temperature:g})"
-                         + (f" and ot.blur ({self.ot_head.blur:g})" if self.ot_head is not None else ""))
+        loss_settings = "the loss settings (" + ", ".join(
+            f"{name} {value:g}" for term in self.loss_terms for name, value in term.settings().items()) + ")"
         if step == 1 and not after_update:  # no update yet, so not the learning rate: the loss itself is out of range
             fix = f"check {loss_settings}"
         else:

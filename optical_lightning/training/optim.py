@@ -90,7 +90,8 @@ def check_numeric_settings(config: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, {MAX_SEED}] (it seeds torch, numpy and the data order), "
                           f"e.g. seed=42")
-    for key, value in _floats(config):
+    # shallowest first: a value interpolated into a deeper node (distill.module's copy of ot) is named where it is set
+    for key, value in sorted(_floats(config), key=lambda kv: kv[0].count(".")):
         if not math.isfinite(value):
             raise ConfigError(f"{key}={value}: not a finite number; every numeric setting must be finite "
                               f"(give a number, or null where the setting allows it)")

@@ -31,7 +31,7 @@ from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.reporting.summary import flatten_results, print_summary
 from optical_lightning.reporting.tracking import ResumableCSVLogger, finish, publish
 from optical_lightning.training.launch import announce_rendezvous, check_cluster, rendezvous_failed
-from optical_lightning.training.module import DistillationModule, check_loss_weights
+from optical_lightning.training.module import check_loss_weights
 from optical_lightning.training.optim import check_factories, check_numeric_settings
 from optical_lightning.training.rundir import (
     CONFIG,
@@ -163,13 +163,15 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
 
     # 2. Every setting, cheapest first, before any weights load.
     train_student = bool(cfg.distill.train)
-    teacher_role = cfg.distill.get("teacher_role", "query")
+    teacher_role = cfg.distill.teacher_role
     if teacher_role not in ("query", "passage"):
         raise ConfigError(f"distill.teacher_role={teacher_role!r}: use query or passage (the teacher's prefix for the English side)")
+    make_module = None
     if train_student:
-        check_loss_weights(cfg.distill.ot_weight, cfg.distill.mse_weight, cfg.distill.get("nce_weight", 0.0),
-                           cfg.distill.get("nce_temperature", 0.05))
-    ot_head = build(cfg.ot, "ot") if train_student and cfg.distill.ot_weight > 0 else None
+        check_loss_weights(cfg.distill.ot_weight, cfg.distill.mse_weight, cfg.distill.nce_weight,
+                           cfg.distill.nce_temperature)
+        build(cfg.ot, "ot")  # the OT head's settings named as the user gives them (ot.blur), not as distill.module's copy
+        make_module = build(cfg.distill.module, "distill.module")  # the loss terms are checked here
     datamodule = build(cfg.data, "data") if train_student else None
     if datamodule is not None:
         datamodule.setup("fit")
@@ -251,7 +253,8 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
             timing["teacher_cache_s"] = time.time() - t0
             log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", teacher_counts["cached"], teacher_counts["encoded"],
                      timing["teacher_cache_s"])
-        with_student_en = cfg.distill.mse_weight > 0
+        module = make_module(student=student, teacher=teacher, optimizer=optimizer, scheduler=scheduler)
+        with_student_en = module.needs_student_en
         student_cache = None
         if datamodule.student_cache:
             t0 = time.time()
@@ -265,11 +268,6 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         datamodule.collate_fn = PairCollator(teacher, student, with_student_en=with_student_en,
                                              teacher_cache=teacher_cache, teacher_role=teacher_role,
                                              student_cache=student_cache)
-        module = DistillationModule(
-            student, teacher, ot_head, ot_weight=cfg.distill.ot_weight, mse_weight=cfg.distill.mse_weight,
-            nce_weight=cfg.distill.get("nce_weight", 0.0), nce_temperature=cfg.distill.get("nce_temperature", 0.05),
-            optimizer=optimizer, scheduler=scheduler,
-        )
         t0 = time.time()
         with prompt_memory_return():  # keeps training's peak RSS near what its tensors use
             try:

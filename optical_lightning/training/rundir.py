@@ -43,7 +43,7 @@ RESULTS = "results.json"
 CONFIG = "config.yaml"
 LOCK = ".run.lock"
 #: keys a run records beside its settings that older run directories lack: compared only when both have them
-RECORDED_SINCE = ("data_files",)
+RECORDED_SINCE = ("data_files", "distill.module")  # the module's config repeats the weights and the OT head
 # What a run writes; ``rerun=true`` removes these (results.json first, so the folder never looks complete).
 OUTPUTS = (RESULTS, "per_query.json", "mcqa.json", "student", "plots", "csv", "checkpoints", "wandb")
 
@@ -115,7 +115,8 @@ def differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...
     copied or moved run directory still matches its config.
     """
     a, b = _relative(flatten(old)), _relative(flatten(new))
-    unrecorded = tuple(key for key in RECORDED_SINCE if key not in old)  # written before the run recorded it
+    unrecorded = tuple(key for key in RECORDED_SINCE  # written before the run recorded it
+                       if not any(k == key or k.startswith(f"{key}.") for k in a))
     skipped = lambda k: k.endswith("cache_dir") or any(k == p or k.startswith(f"{p}.") for p in (*ignore, *unrecorded))  # noqa: E731
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
             if not skipped(k) and a.get(k) != b.get(k) and not _moved_target(k, a.get(k), b.get(k))}

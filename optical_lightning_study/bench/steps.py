@@ -28,6 +28,7 @@ from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.losses.ot import OTDistillationHead
+from optical_lightning.losses.terms import PooledMSETerm, TransportTerm
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.training.module import DistillationModule
 from optical_lightning_study.bench.measure import time_call
@@ -93,7 +94,8 @@ class StepBench:
     def _module(self, variant: str) -> tuple[DistillationModule, PairCollator]:
         loss, ot_weight, mse_weight, with_en = VARIANTS[variant.removesuffix("_cached")]
         head = self.head_factory(loss) if loss else None
-        module = DistillationModule(self.student, self.teacher, head, ot_weight=ot_weight, mse_weight=mse_weight)
+        terms = [PooledMSETerm(mse_weight)] if head is None else [TransportTerm(ot_weight, head), PooledMSETerm(mse_weight)]
+        module = DistillationModule(self.student, self.teacher, terms, optimizer=self.optimizer_factory, scheduler=None)
         return module.to(self.device), PairCollator(self.teacher, self.student, with_student_en=with_en)
 
     def step_fn(self, variant: str, teacher_cache: TeacherTokenCache | None = None,

@@ -15,9 +15,10 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from types import ModuleType
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.prepare.clean import ui_bitext
 from optical_lightning.prepare.fetch import pypi_wheel
-from optical_lightning.prepare.records import Pair, SourceContext, SourceResult
+from optical_lightning.prepare.records import SourceContext, SourceResult
 from optical_lightning.utils.atomic import atomic_dir
 
 NAME = "babel"
@@ -28,9 +29,9 @@ CATEGORIES = ("languages", "territories", "scripts", "variants", "currencies")
 Names = Mapping[str, Mapping[str, str]]
 
 
-def display_name_pairs(en: Names, tgt: Names) -> list[Pair]:
+def display_name_pairs(en: Names, tgt: Names) -> list[BitextPair]:
     """Pairs ``(babel:<category>:<code>, English name, translated name)`` for codes named in both."""
-    return [Pair(f"{NAME}:{cat}:{code}", en[cat][code], name)
+    return [BitextPair(f"{NAME}:{cat}:{code}", en[cat][code], name)
             for cat in CATEGORIES for code, name in tgt.get(cat, {}).items() if code in en.get(cat, {})]
 
 

@@ -12,10 +12,11 @@ import re
 import zipfile
 from pathlib import Path
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.prepare.clean import ui_bitext
 from optical_lightning.prepare.fetch import pypi_wheel
 from optical_lightning.prepare.gettext_files import message_pairs, read_po
-from optical_lightning.prepare.records import Pair, SourceContext, SourceResult, SourceSkipped
+from optical_lightning.prepare.records import SourceContext, SourceResult, SourceSkipped
 
 NAME = "django"
 LICENCE = "BSD-3-Clause (Django)"
@@ -23,15 +24,15 @@ ORIGIN = "PyPI django wheel, django/**/locale/<lang>/LC_MESSAGES/*.po"
 LANGS = ("sw",)
 
 
-def po_pairs(text: str, component: str) -> list[Pair]:
+def po_pairs(text: str, component: str) -> list[BitextPair]:
     """Pairs ``(django:<component>:<key>, msgid, msgstr)`` of one ``.po`` file."""
-    return [Pair(f"{NAME}:{component}:{key}", en, tgt) for key, en, tgt in message_pairs(read_po(text))]
+    return [BitextPair(f"{NAME}:{component}:{key}", en, tgt) for key, en, tgt in message_pairs(read_po(text))]
 
 
-def wheel_pairs(wheel: Path, lang: str) -> list[Pair]:
+def wheel_pairs(wheel: Path, lang: str) -> list[BitextPair]:
     """All raw pairs of ``lang`` in a Django wheel, catalogue by catalogue in path order."""
     pattern = re.compile(rf"^django/(.+)/locale/{re.escape(lang)}/LC_MESSAGES/(\w+)\.po$")
-    pairs: list[Pair] = []
+    pairs: list[BitextPair] = []
     with zipfile.ZipFile(wheel) as zf:
         for name in sorted(zf.namelist()):
             m = pattern.match(name)

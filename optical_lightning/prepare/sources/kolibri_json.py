@@ -14,9 +14,10 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.prepare.clean import ui_bitext
 from optical_lightning.prepare.fetch import pypi_wheel
-from optical_lightning.prepare.records import Pair, SourceContext, SourceResult, SourceSkipped
+from optical_lightning.prepare.records import SourceContext, SourceResult, SourceSkipped
 
 NAME = "kolibri"
 LICENCE = "MIT (Kolibri, Learning Equality)"
@@ -24,16 +25,16 @@ ORIGIN = "PyPI kolibri wheel, kolibri/locale/*/LC_MESSAGES/*-messages.json"
 LOCALES: dict[str, str] = {"sw": "sw_TZ"}
 
 
-def catalogue_pairs(en: Mapping[str, object], tgt: Mapping[str, object]) -> list[Pair]:
+def catalogue_pairs(en: Mapping[str, object], tgt: Mapping[str, object]) -> list[BitextPair]:
     """Pairs ``(kolibri:<id>, English, translation)`` for every id with text in both catalogues."""
-    return [Pair(f"{NAME}:{key}", en[key], text) for key, text in tgt.items()
+    return [BitextPair(f"{NAME}:{key}", en[key], text) for key, text in tgt.items()
             if isinstance(text, str) and isinstance(en.get(key), str)]
 
 
-def wheel_pairs(wheel: Path, locale: str) -> list[Pair]:
+def wheel_pairs(wheel: Path, locale: str) -> list[BitextPair]:
     """All raw pairs of one locale in a Kolibri wheel (bundles in name order; repeats kept)."""
     prefix = f"kolibri/locale/{locale}/LC_MESSAGES/"
-    pairs: list[Pair] = []
+    pairs: list[BitextPair] = []
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         for name in sorted(n for n in names if n.startswith(prefix) and n.endswith(".json")):

@@ -14,9 +14,10 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.prepare.clean import ui_bitext
 from optical_lightning.prepare.fetch import debian_package, unpack_deb
-from optical_lightning.prepare.records import Pair, SourceContext, SourceResult
+from optical_lightning.prepare.records import SourceContext, SourceResult
 
 NAME = "mediawiki"
 LICENCE = "GPL-2.0-or-later (MediaWiki, bundled extensions and skins)"
@@ -25,15 +26,15 @@ CODES = ("en", "sw", "so")  # always unpacked together, so a later run for anoth
 PATTERNS = [f"*/i18n/{c}.json" for c in CODES] + [f"*/i18n/*/{c}.json" for c in CODES]
 
 
-def catalogue_pairs(en: Mapping[str, object], tgt: Mapping[str, object]) -> list[Pair]:
+def catalogue_pairs(en: Mapping[str, object], tgt: Mapping[str, object]) -> list[BitextPair]:
     """Pairs ``(mediawiki:<key>, English, translation)`` for every key with text in both files."""
-    return [Pair(f"{NAME}:{key}", en[key], text) for key, text in tgt.items()
+    return [BitextPair(f"{NAME}:{key}", en[key], text) for key, text in tgt.items()
             if key != "@metadata" and isinstance(text, str) and isinstance(en.get(key), str)]
 
 
-def tree_pairs(root: Path, lang: str) -> list[Pair]:
+def tree_pairs(root: Path, lang: str) -> list[BitextPair]:
     """All raw pairs of ``lang`` under ``root`` (every ``i18n`` folder with an ``en.json``)."""
-    pairs: list[Pair] = []
+    pairs: list[BitextPair] = []
     for tgt_file in sorted(root.rglob(f"{lang}.json")):
         en_file = tgt_file.with_name("en.json")
         if "i18n" in tgt_file.parts and en_file.is_file():

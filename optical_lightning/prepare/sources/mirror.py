@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optical_lightning.data import alignment_check
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.prepare.clean import filter_pairs
 from optical_lightning.prepare.records import (
     Bitext,
+    BitextRole,
     MCQASet,
-    Pair,
-    RetrievalSet,
-    Role,
+    RetrievalFolder,
     SourceContext,
     SourceResult,
     SourceSkipped,
@@ -60,7 +60,7 @@ class MirrorFile:
 
     pattern: str
     name: str
-    role: Role
+    role: BitextRole
     licence: str
     upstream: str
     realign: bool = False  # documents (``DOC:line`` ids) whose lines are shifted are realigned or dropped
@@ -114,13 +114,13 @@ def read_bitext_file(path: Path, spec: MirrorFile, lang: str, origin: str) -> Bi
     rows = raw_rows = read_tsv(path, ("id", "en", lang))
     alignment: dict[str, object] = {}
     if spec.realign:
-        rows, checks = alignment_check.realign([Pair(i, en, tgt) for i, en, tgt in raw_rows])
+        rows, checks = alignment_check.realign([BitextPair(i, en, tgt) for i, en, tgt in raw_rows])
         alignment = alignment_check.summary(checks)
     if spec.role == "eval":
-        pairs = [Pair(i, collapse(en), collapse(tgt)) for i, en, tgt in rows if en.strip() and tgt.strip()]
+        pairs = [BitextPair(i, collapse(en), collapse(tgt)) for i, en, tgt in rows if en.strip() and tgt.strip()]
         dropped = {"empty": len(rows) - len(pairs)} if len(rows) > len(pairs) else {}
     else:
-        pairs, counts = filter_pairs(Pair(f"{spec.name}:{i}", en, tgt) for i, en, tgt in rows)
+        pairs, counts = filter_pairs(BitextPair(f"{spec.name}:{i}", en, tgt) for i, en, tgt in rows)
         dropped = dict(counts)
     if len(raw_rows) > len(rows):
         dropped["misaligned"] = len(raw_rows) - len(rows)  # dropped documents and the unpaired end lines of shifted ones
@@ -145,8 +145,8 @@ def read_questions(path: Path, lang: str, origin: str) -> list[Bitext]:
     """The question bitext: domain training pairs and the held-out ``afriqa-questions-dev`` set."""
     rows = read_tsv(path, ("id", "en", lang))
     train_rows, dev_rows = split_questions(rows)
-    pairs, counts = filter_pairs(Pair(f"afriqa-questions:{i}", en, tgt) for i, en, tgt in train_rows)
-    dev = [Pair(i, collapse(en), collapse(tgt)) for i, en, tgt in dev_rows if en.strip() and tgt.strip()]
+    pairs, counts = filter_pairs(BitextPair(f"afriqa-questions:{i}", en, tgt) for i, en, tgt in train_rows)
+    dev = [BitextPair(i, collapse(en), collapse(tgt)) for i, en, tgt in dev_rows if en.strip() and tgt.strip()]
     return [Bitext("afriqa-questions", lang, "questions", pairs, QUESTIONS_LICENCE, origin, raw=len(train_rows),
                    dropped=dict(counts)),
             Bitext("afriqa-questions-dev", lang, "eval", dev, QUESTIONS_LICENCE, origin, raw=len(dev_rows))]
@@ -194,15 +194,16 @@ def read_afrimmlu(folder: Path, langs: tuple[str, ...], origin: str) -> tuple[li
     return sets, problems
 
 
-def read_retrieval(folder: Path, name: str, lang: str, licence: str, origin: str) -> RetrievalSet:
+def read_retrieval(folder: Path, name: str, lang: str, licence: str, origin: str) -> RetrievalFolder:
     """A retrieval folder with ``queries.tsv``, ``queries.en.tsv`` (optional), ``docs.tsv``, ``qrels.tsv``."""
     queries = read_tsv(folder / "queries.tsv", ("qid", "text"))
     en_file = folder / "queries.en.tsv"
     queries_en = read_tsv(en_file, ("qid", "text")) if en_file.is_file() else []
     docs = read_tsv(folder / "docs.tsv", ("docid", "text"))
     qrels = [(q, d, int(r)) for q, d, r in read_tsv(folder / "qrels.tsv", ("qid", "docid", "relevance"))]
-    return RetrievalSet(name, lang, [(q, collapse(t)) for q, t in queries], [(q, collapse(t)) for q, t in queries_en],
-                        [(d, collapse(t)) for d, t in docs], qrels, licence, origin)
+    return RetrievalFolder(name, lang, [(q, collapse(t)) for q, t in queries],
+                           [(q, collapse(t)) for q, t in queries_en], [(d, collapse(t)) for d, t in docs], qrels,
+                           licence, origin)
 
 
 def load(ctx: SourceContext) -> SourceResult:

@@ -14,7 +14,7 @@ import tarfile
 from html.parser import HTMLParser
 
 from optical_lightning.prepare.fetch import npm_tarball
-from optical_lightning.prepare.records import RetrievalSet, SourceContext, SourceResult, SourceSkipped
+from optical_lightning.prepare.records import RetrievalFolder, SourceContext, SourceResult, SourceSkipped
 from optical_lightning.prepare.text import collapse
 
 NAME = "udhr"
@@ -67,7 +67,7 @@ def _section_id(section: str) -> str:
     return f"udhr-{section}" if section == PREAMBLE else f"udhr-article-{int(section):02d}"
 
 
-def retrieval_set(en: dict[str, list[str]], tgt: dict[str, list[str]], lang: str, origin: str) -> RetrievalSet:
+def retrieval_set(en: dict[str, list[str]], tgt: dict[str, list[str]], lang: str, origin: str) -> RetrievalFolder:
     """Queries = ``lang`` sections, documents = all English sections, one relevant document each."""
     shared = [s for s in tgt if s in en]
     queries = [(_section_id(s), " ".join(tgt[s])) for s in shared]
@@ -75,7 +75,7 @@ def retrieval_set(en: dict[str, list[str]], tgt: dict[str, list[str]], lang: str
     docs = [(f"{_section_id(s)}-en", " ".join(paras)) for s, paras in en.items()]
     qrels = [(_section_id(s), f"{_section_id(s)}-en", 1) for s in shared]
     paragraphs = [p for s in shared for p in (*en[s], *tgt[s])]
-    return RetrievalSet(f"udhr-{lang}-en", lang, queries, queries_en, docs, qrels, LICENCE, origin,
+    return RetrievalFolder(f"udhr-{lang}-en", lang, queries, queries_en, docs, qrels, LICENCE, origin,
                         extra_texts=paragraphs)
 
 

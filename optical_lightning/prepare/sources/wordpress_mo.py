@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 
+from optical_lightning.data.bitext import BitextPair
 from optical_lightning.prepare.clean import ui_bitext
 from optical_lightning.prepare.fetch import debian_package, unpack_deb
 from optical_lightning.prepare.gettext_files import message_pairs, parse_mo
-from optical_lightning.prepare.records import Pair, SourceContext, SourceResult, SourceSkipped
+from optical_lightning.prepare.records import SourceContext, SourceResult, SourceSkipped
 
 NAME = "wordpress"
 LICENCE = "GPL-2.0-or-later (WordPress translations)"
@@ -32,9 +33,9 @@ def strip_pipe_context(text: str) -> str:
     return m.group(1) if m else text
 
 
-def mo_pairs(data: bytes) -> list[Pair]:
+def mo_pairs(data: bytes) -> list[BitextPair]:
     """Pairs ``(wordpress:<key>, msgid, msgstr)`` of one compiled catalogue."""
-    return [Pair(f"{NAME}:{key}", strip_pipe_context(en), strip_pipe_context(tgt))
+    return [BitextPair(f"{NAME}:{key}", strip_pipe_context(en), strip_pipe_context(tgt))
             for key, en, tgt in message_pairs(parse_mo(data))]
 
 

@@ -1,0 +1,117 @@
+"""The weighted loss terms of a distillation step, each an ``nn.Module`` the Lightning module sums.
+
+A step encodes a batch of pairs once (:class:`StepOutputs`); every term reads what it needs from it and
+returns its loss and extra values to log. The module adds ``weight * loss`` of each term, in the order the
+config lists them, and logs each as ``<name>_loss``. ``conf/distill/default.yaml`` lists the three terms
+with their weights; a new term is one more entry there with a ``_target_`` that subclasses
+:class:`LossTerm`, not a new branch in the module.
+
+* :class:`TransportTerm`: OPTICAL's <P, C> between the token clouds (:mod:`optical_lightning.losses.ot`);
+* :class:`PooledMSETerm`: the sentence-level MSE baseline (:mod:`optical_lightning.losses.mse`);
+* :class:`InBatchInfoNCETerm`: in-batch contrastive term of the pooled vectors
+  (:mod:`optical_lightning.losses.contrastive`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from optical_lightning.losses.contrastive import in_batch_infonce
+from optical_lightning.losses.marginals import alignment_mask, token_weights
+from optical_lightning.losses.mse import pooled_mse
+from optical_lightning.losses.ot import OTDistillationHead, OTOutput
+from optical_lightning.models.encoder import EncoderOutput
+
+
+def _this_rank_only(pooled: Tensor) -> tuple[Tensor, int]:
+    return pooled, 0
+
+
+@dataclass
+class StepOutputs:
+    """What one step computed, for the loss terms to read."""
+
+    teacher: EncoderOutput  # the teacher reading English
+    student: EncoderOutput  # the student reading the target language
+    teacher_ids: Tensor  # input ids of both sides (token weights, idf)
+    student_ids: Tensor
+    student_en: Tensor | None = None  # the student's pooled English, when a term asks for it
+    teacher_idf: Tensor | None = None
+    student_idf: Tensor | None = None
+    # the teacher's pooled vectors of the global batch and this rank's first row (DDP; see contrastive.py)
+    gather: Callable[[Tensor], tuple[Tensor, int]] = _this_rank_only
+
+
+class LossTerm(nn.Module):
+    """One weighted term. ``name`` labels its logs; ``needs_student_en`` asks the collator for the
+    student's English side too; ``settings`` names what to check when the loss stops being finite."""
+
+    name = "term"
+    needs_student_en = False
+    wants_idf = False
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, float]:
+        return {f"{self.name} weight": self.weight}
+
+
+class TransportTerm(LossTerm):
+    """OPTICAL: entropic OT between the alignable tokens of both sides (also draws the plan heatmaps)."""
+
+    name = "ot"
+
+    def __init__(self, weight: float, head: OTDistillationHead) -> None:
+        super().__init__(weight)
+        self.head = head
+        self.wants_idf = head.marginals == "idf"
+
+    def plan(self, out: StepOutputs) -> OTOutput:
+        head, teacher, student = self.head, out.teacher, out.student
+        x_mask = alignment_mask(teacher.content_mask, teacher.attention_mask, head.special_tokens)
+        y_mask = alignment_mask(student.content_mask, student.attention_mask, head.special_tokens)
+        a = token_weights(x_mask, out.teacher_ids, out.teacher_idf)
+        b = token_weights(y_mask, out.student_ids, out.student_idf)
+        return head(teacher.tokens, a, student.tokens, b)
+
+    def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
+        ot = self.plan(out)
+        return ot.loss, {"transport_cost": ot.transport_cost.mean(), "plan_entropy": ot.plan_entropy.mean()}
+
+    def settings(self) -> dict[str, float]:
+        return {**super().settings(), "ot.blur": self.head.blur}
+
+
+class PooledMSETerm(LossTerm):
+    """Reimers & Gurevych's pull of the pooled vectors: student(target) and student(English) to teacher(English)."""
+
+    name = "mse"
+    needs_student_en = True
+
+    def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
+        return pooled_mse(out.student.pooled, out.teacher.pooled, out.student_en), {}
+
+
+class InBatchInfoNCETerm(LossTerm):
+    """Each target-language sentence picks its own English target out of the (global) batch."""
+
+    name = "nce"
+
+    def __init__(self, weight: float, temperature: float) -> None:
+        super().__init__(weight)
+        self.temperature = temperature
+
+    def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
+        targets, offset = out.gather(out.teacher.pooled)
+        return in_batch_infonce(out.student.pooled, targets, self.temperature, offset), {}
+
+    def settings(self) -> dict[str, float]:
+        return {**super().settings(), "nce temperature": self.temperature}
