@@ -51,6 +51,7 @@ import torch
 
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.distributed import encode_shared
+from optical_lightning.evaluation.stages import Stage
 from optical_lightning.models.encoder import Encoder
 from optical_lightning.utils.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.utils.textfiles import jsonl_rows, read_lines
@@ -355,14 +356,14 @@ class MCQAEvaluator:
                      f" agreement={row['agreement']:.3f}" if "agreement" in row else "", row["n"])
         return report
 
-    def evaluate(self, encoder: Encoder, teacher: Encoder, stage: str = "trained") -> dict[str, dict[str, Any]]:
+    def evaluate(self, encoder: Encoder, teacher: Encoder, stage: str = Stage.TRAINED) -> dict[str, dict[str, Any]]:
         """Result name -> metrics of ``encoder`` (the student; the teacher itself at ``teacher_en``)."""
         if not self.questions:
             self.load()
         # agreement needs an English version: the reference file, or the file itself when it is English
         english_known = self.reference is not None or self.teacher_row
-        reference = self.teacher_predictions(teacher) if english_known or stage == "teacher_en" else None
-        if stage == "teacher_en":
+        reference = self.teacher_predictions(teacher) if english_known or stage == Stage.TEACHER_EN else None
+        if stage == Stage.TEACHER_EN:
             return {self.name: self._record(stage, self.name, accuracy_report(self.english, reference, reference))}
         results = {}
         for mode in self.modes:
@@ -376,7 +377,7 @@ class MCQAEvaluator:
         return results
 
     def evaluate_translated(self, translate: Callable[[str], str], teacher: Encoder,
-                            stage: str = "translate_dense") -> dict[str, dict[str, Any]]:
+                            stage: str = Stage.TRANSLATE_DENSE) -> dict[str, dict[str, Any]]:
         """The translate-test row: ``translate`` (word by word) turns each question into rough English,
         which the teacher answers against its English choices (cross mode only: the choices are English)."""
         if not self.questions:

@@ -43,6 +43,7 @@ from optical_lightning.evaluation.datasets import (
 from optical_lightning.evaluation.distributed import encode_shared
 from optical_lightning.evaluation.metrics import DEFAULT_METRICS, check_depth, evaluate_run
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
+from optical_lightning.evaluation.stages import Stage
 from optical_lightning.evaluation.translate_test import STAGES as TRANSLATE_STAGES
 from optical_lightning.evaluation.translate_test import WordTranslator, bm25_search
 from optical_lightning.models.encoder import Encoder
@@ -247,7 +248,7 @@ class EvalSuite:
 
     def _queries(self, rs: RetrievalSet, stage: str) -> dict[str, str]:
         """The queries ``stage`` searches with; empty where it does not apply to the set."""
-        if stage == "teacher_en":  # on a teacher-graded set the teacher scores 1 by construction
+        if stage == Stage.TEACHER_EN:  # on a teacher-graded set the teacher scores 1 by construction
             return {} if rs.name in self.pseudo else rs.queries_en
         if stage in TRANSLATE_STAGES:
             if rs.name in self.pseudo or self.translator is None:
@@ -282,7 +283,7 @@ class EvalSuite:
             queries = self._queries(rs, stage)
             if not queries:
                 continue
-            if stage == "translate_bm25":
+            if stage == Stage.TRANSLATE_BM25:
                 t0, qids, docids = time.time(), list(queries), list(rs.docs)
                 run = bm25_search([queries[q] for q in qids], [rs.docs[d] for d in docids], qids, docids, self.top_k)
                 self._record(results, rs.name, stage, run, rs.qrels, t0)
@@ -290,7 +291,7 @@ class EvalSuite:
             docids, docs = self._docs(teacher, rs)
             if rs.name in self.pseudo and not rs.qrels:
                 rs.qrels.update(self._teacher_qrels(teacher, rs, docids, docs["pooled"]))
-            qrels = rs.qrels if stage != "teacher_en" else {q: rs.qrels[q] for q in queries if q in rs.qrels}
+            qrels = rs.qrels if stage != Stage.TEACHER_EN else {q: rs.qrels[q] for q in queries if q in rs.qrels}
             for scoring in self.scoring:
                 t0 = time.time()
                 run = self._search(query_encoder, queries, docids, docs[scoring], scoring)

@@ -32,9 +32,10 @@ import bm25s
 
 from optical_lightning.evaluation.datasets import read_table
 from optical_lightning.evaluation.scoring import Run
+from optical_lightning.evaluation.stages import Stage
 from optical_lightning.prepare.records import SENSE_SEPARATOR
 
-STAGES = ("translate_dense", "translate_bm25")
+STAGES = (Stage.TRANSLATE_DENSE, Stage.TRANSLATE_BM25)
 MIN_SUFFIX = 4
 WORD = re.compile(r"\w+(?:['’]\w+)*")
 

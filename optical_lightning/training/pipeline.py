@@ -15,6 +15,8 @@ import shutil
 import signal
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.data.teacher_cache import TeacherTokenCache
+from optical_lightning.evaluation.stages import Stage
 from optical_lightning.evaluation.suite import EvalSuite
 from optical_lightning.reporting.summary import flatten_results, print_summary
 from optical_lightning.reporting.tracking import ResumableCSVLogger, finish, publish
@@ -130,38 +133,104 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # one run per folder: under DDP rank 0 holds the lock for the ranks it starts
     with locked(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else contextlib.nullcontext():
         try:
-            return _run(cfg, loggers)
+            return train(cfg, loggers)
         finally:
             finish(loggers)  # close W&B runs even on errors, so the next job of a multirun starts clean
 
 
-def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
+def train(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
+    """Check, build, evaluate, fit, evaluate, write. Under DDP every rank runs this; only rank 0 evaluates
+    before training and writes files (the other ranks are started by, or join, ``trainer.fit``), and after
+    training all ranks share the evaluation (see evaluation/distributed.py)."""
     started = time.time()
-    out_dir = Path(cfg.paths.output_dir)
-    # Under DDP every rank runs this function; only rank 0 writes files and evaluates before
-    # training (the other ranks are started by, or join, trainer.fit). After training all ranks
-    # share the evaluation (see evaluation/distributed.py) and rank 0 writes the results.
-    rank0 = rank_zero_only.rank == 0
     check_numeric_settings(cfg)  # seed=abc, nan or inf anywhere: one line before anything runs
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_language(cfg.lang.code)
 
-    # 1. The run directory: a complete run is not redone, an unfinished one resumes only with its own settings.
+    plan = plan_run(cfg)
+    if plan.state.complete:
+        return report_complete(plan)
+    parts = build_parts(cfg, plan.state, loggers)
+    claim_run_dir(cfg, plan)
+
+    teacher = build(cfg.teacher, "teacher", frozen=True)
+    student = build(cfg.student, "student", target_dim=teacher.dim)
+    record = RunRecord(plan, timing={"load_s": time.time() - started})
+    for stage in parts.stages_before_training():
+        evaluate_stage(parts, record, teacher if stage != Stage.ZERO_SHOT else student, teacher, stage)
+    if parts.train:
+        fit(cfg, parts, record, teacher, student)
+        if parts.evaluating:
+            evaluate_stage(parts, record, student, teacher, Stage.TRAINED)
+    if parts.trainer is not None and not parts.trainer.is_global_zero:
+        return {}
+    return write_results(cfg, parts, record, student, started, loggers)
+
+
+@dataclass
+class RunPlan:
+    """Where a run writes and what an earlier attempt left there."""
+
+    out_dir: Path
+    config: dict[str, Any]  # the resolved settings, with the training files' fingerprints
+    state: RunDir
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """The run directory: a complete run is not redone, an unfinished one resumes only with its own settings
+    (training files included, by size and sha256)."""
+    out_dir = Path(cfg.paths.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.distill.train:  # a training file replaced between an interruption and its resume is a changed setting
         config["data_files"] = data_fingerprints({key: as_list(config["data"].get(key.split(".")[1]))
                                                   for key in ("data.train", "data.domain_files")})
-    state = plan_run_dir(out_dir, config, rerun=bool(cfg.get("rerun", False)),
-                         allow_config_change=bool(cfg.get("allow_config_change", False)),
-                         resume=cfg.get("ckpt_path") == "auto")
-    if state.complete:
-        if rank0:
-            print(f"{out_dir} already holds this complete run ({RESULTS}); nothing to redo (add rerun=true to "
-                  f"run it again and replace its outputs)")
-            print_summary(state.results)
-        return state.results
+    state = plan_run_dir(out_dir, config, rerun=bool(cfg.rerun), allow_config_change=bool(cfg.allow_config_change),
+                         resume=cfg.ckpt_path == "auto")
+    return RunPlan(out_dir, config, state)
 
-    # 2. Every setting, cheapest first, before any weights load.
+
+def report_complete(plan: RunPlan) -> dict[str, Any]:
+    """A rerun of a complete run: say so, show its summary, redo nothing."""
+    if rank_zero_only.rank == 0:
+        print(f"{plan.out_dir} already holds this complete run ({RESULTS}); nothing to redo (add rerun=true to "
+              f"run it again and replace its outputs)")
+        print_summary(plan.state.results)
+    return plan.state.results
+
+
+@dataclass
+class RunParts:
+    """What a run is built from, every one checked before any weights load."""
+
+    train: bool
+    teacher_role: str
+    suite: EvalSuite
+    mcqa: Any | None  # the multiple-choice evaluator, or None
+    datamodule: Any | None = None
+    make_module: Callable[..., Any] | None = None  # DistillationModule, waiting for the encoders
+    trainer: pl.Trainer | None = None
+    optimizer: Callable[..., Any] | None = None
+    scheduler: Callable[..., Any] | None = None
+    ckpt: str | None = None
+    ckpt_step: int = 0
+    teacher_counts: dict[str, int] | None = None  # the teacher cache's hits and misses
+
+    @property
+    def evaluating(self) -> bool:
+        return bool(self.suite.sets) or self.mcqa is not None
+
+    def stages_before_training(self) -> list[Stage]:
+        """Rank 0 evaluates the teacher in English, the translate-test baselines and the untrained student."""
+        if rank_zero_only.rank != 0 or not self.evaluating:
+            return []
+        stages = [Stage.TEACHER_EN] if self.suite.upper_bound else []
+        stages += list(self.suite.translate_stages) if self.suite.sets else []
+        return stages + ([Stage.ZERO_SHOT] if self.suite.zero_shot or not self.train else [])
+
+
+def build_parts(cfg: DictConfig, state: RunDir, loggers: list[Any]) -> RunParts:
+    """Every setting, cheapest first, before any weights load: loss terms, data, evaluation sets, loggers,
+    trainer, optimiser and the checkpoint to resume from."""
     train_student = bool(cfg.distill.train)
     teacher_role = cfg.distill.teacher_role
     if teacher_role not in ("query", "passage"):
@@ -184,148 +253,154 @@ def _run(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
         suite.skipped[mcqa.name] = mcqa.skipped
         mcqa = None
     loggers.extend(_build_each(cfg.get("logger"), "logger"))
-    trainer = optimizer = scheduler = None
-    ckpt, ckpt_step = None, 0
+    parts = RunParts(train_student, teacher_role, suite, mcqa, datamodule, make_module)
     if train_student:
         max_steps = check_step_budget(cfg.trainer)
         check_cluster(cfg.trainer)
-        trainer = build(cfg.trainer, "trainer", callbacks=_build_each(cfg.get("callbacks"), "callbacks"),
-                        logger=loggers or False)
-        optimizer, scheduler = build(cfg.optim.optimizer, "optim.optimizer"), build(cfg.optim.scheduler, "optim.scheduler")
-        check_factories(optimizer, scheduler, total_steps=max(1, max_steps))
-        ckpt, ckpt_step = resume_checkpoint(cfg.get("ckpt_path"), state)
+        parts.trainer = build(cfg.trainer, "trainer", callbacks=_build_each(cfg.get("callbacks"), "callbacks"),
+                              logger=loggers or False)
+        parts.optimizer = build(cfg.optim.optimizer, "optim.optimizer")
+        parts.scheduler = build(cfg.optim.scheduler, "optim.scheduler")
+        check_factories(parts.optimizer, parts.scheduler, total_steps=max(1, max_steps))
+        parts.ckpt, parts.ckpt_step = resume_checkpoint(cfg.ckpt_path, state)
         for logger in loggers:
             if isinstance(logger, ResumableCSVLogger):
-                logger.resume_step = ckpt_step  # keep the metrics an earlier attempt logged before the checkpoint
+                logger.resume_step = parts.ckpt_step  # keep the metrics an earlier attempt logged before the checkpoint
     if state.changed:
-        log.warning("resuming %s with changed settings (allow_config_change=true): %s", out_dir,
+        log.warning("resuming %s with changed settings (allow_config_change=true): %s", state.path,
                     ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in state.changed.items()))
+    return parts
 
-    # 3. Every check passed: the run directory is this run's now.
-    if rank0:
-        if cfg.get("rerun", False):
-            clear_outputs(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
-    teacher = build(cfg.teacher, "teacher", frozen=True)
-    student = build(cfg.student, "student", target_dim=teacher.dim)
-    timing: dict[str, float] = {"load_s": time.time() - started}
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
+def claim_run_dir(cfg: DictConfig, plan: RunPlan) -> None:
+    """Every check passed: the run directory is this run's now (``rerun=true`` clears it first)."""
+    if rank_zero_only.rank != 0:
+        return
+    if cfg.rerun:
+        clear_outputs(plan.out_dir)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan.out_dir / CONFIG, yaml.safe_dump(plan.config, sort_keys=False, allow_unicode=True))
 
-    def evaluate(encoder, stage: str) -> None:
+
+@dataclass
+class RunRecord:
+    """What a run measures as it goes: metrics by set and stage, training values, timings."""
+
+    plan: RunPlan
+    timing: dict[str, float]
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    training: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_stage(parts: RunParts, record: RunRecord, encoder: Any, teacher: Any, stage: Stage) -> None:
+    """One stage on every evaluation set and on the multiple-choice questions (see :class:`Stage`)."""
+    t0 = time.time()
+    suite, mcqa = parts.suite, parts.mcqa
+    for name, values in (suite.evaluate(encoder, teacher, stage) if suite.sets else {}).items():
+        record.metrics.setdefault(name, {})[stage.value] = values
+    if stage == Stage.TRANSLATE_DENSE and mcqa is not None:  # translate-test of the questions (no BM25: 4 choices)
+        answered = mcqa.evaluate_translated(suite.translator.translate, teacher, stage)
+    elif mcqa is not None and stage not in suite.translate_stages and (stage != Stage.TEACHER_EN or mcqa.teacher_row):
+        answered = mcqa.evaluate(encoder, teacher, stage)
+    else:
+        answered = {}
+    for name, report in answered.items():
+        record.metrics.setdefault(name, {})[stage.value] = report
+        log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
+                 report["ci95_low"], report["ci95_high"], report["chance"], report["n"],
+                 f", agreement with the teacher in English {report['agreement']:.3f}" if "agreement" in report else "")
+    record.timing[f"eval_{stage.value}_s"] = time.time() - t0
+
+
+def fit(cfg: DictConfig, parts: RunParts, record: RunRecord, teacher: Any, student: Any) -> None:
+    """Distil: fill the teacher and student caches if asked, build the module, ``trainer.fit``, then the
+    final student's held-out losses."""
+    datamodule, trainer, timing = parts.datamodule, parts.trainer, record.timing
+    teacher_cache = None
+    if datamodule.teacher_cache:
         t0 = time.time()
-        for name, values in (suite.evaluate(encoder, teacher, stage) if suite.sets else {}).items():
-            metrics.setdefault(name, {})[stage] = values
-        if stage == "translate_dense" and mcqa is not None:  # translate-test of the questions (no BM25: 4 choices)
-            answered = mcqa.evaluate_translated(suite.translator.translate, teacher, stage)
-        elif mcqa is not None and stage not in suite.translate_stages and (stage != "teacher_en" or mcqa.teacher_row):
-            answered = mcqa.evaluate(encoder, teacher, stage)
-        else:
-            answered = {}
-        for name, report in answered.items():
-            metrics.setdefault(name, {})[stage] = report
-            log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
-                     report["ci95_low"], report["ci95_high"], report["chance"], report["n"],
-                     f", agreement with the teacher in English {report['agreement']:.3f}"
-                     if "agreement" in report else "")
-        timing[f"eval_{stage}_s"] = time.time() - t0
-
-    evaluating = bool(suite.sets) or mcqa is not None
-    if rank0 and evaluating and suite.upper_bound:
-        evaluate(teacher, "teacher_en")
-    for stage in suite.translate_stages if rank0 and suite.sets else ():  # the word-by-word translation baselines
-        evaluate(teacher, stage)
-    if rank0 and evaluating and (suite.zero_shot or not train_student):
-        evaluate(student, "zero_shot")
-
-    training: dict[str, float] = {}
-    teacher_counts: dict[str, int] | None = None
-    if train_student:
-        teacher_cache = None
-        if datamodule.teacher_cache:
-            t0 = time.time()
-            datamodule.trainer = trainer  # the step budget decides which sentences are visited
-            precision = "bf16" if "bf16" in str(trainer.precision) else "32"  # as the live teacher would run
-            teacher_cache = TeacherTokenCache(datamodule.teacher_cache_dir or Path(cfg.paths.cache_dir) / "teacher_tokens",
-                                              teacher, role=teacher_role, precision=precision)
-            teacher_counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
-            timing["teacher_cache_s"] = time.time() - t0
-            log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", teacher_counts["cached"], teacher_counts["encoded"],
-                     timing["teacher_cache_s"])
-        module = make_module(student=student, teacher=teacher, optimizer=optimizer, scheduler=scheduler)
-        with_student_en = module.needs_student_en
-        student_cache = None
-        if datamodule.student_cache:
-            t0 = time.time()
-            datamodule.trainer = trainer
-            student_cache = FrozenLayersCache(student)
-            planned = datamodule.planned_pairs()
-            counts = student_cache.prepare([p.tgt for p in planned] + ([p.en for p in planned] if with_student_en else []))
-            timing["student_cache_s"] = time.time() - t0
-            log.info("student cache: the fixed lower %d layers of %d sentences (%.1fs)", student.frozen_below,
-                     counts["encoded"], timing["student_cache_s"])
-        datamodule.collate_fn = PairCollator(teacher, student, with_student_en=with_student_en,
-                                             teacher_cache=teacher_cache, teacher_role=teacher_role,
-                                             student_cache=student_cache)
+        datamodule.trainer = trainer  # the step budget decides which sentences are visited
+        precision = "bf16" if "bf16" in str(trainer.precision) else "32"  # as the live teacher would run
+        teacher_cache = TeacherTokenCache(datamodule.teacher_cache_dir or Path(cfg.paths.cache_dir) / "teacher_tokens",
+                                          teacher, role=parts.teacher_role, precision=precision)
+        parts.teacher_counts = teacher_cache.prepare(p.en for p in datamodule.planned_pairs())
+        timing["teacher_cache_s"] = time.time() - t0
+        log.info("teacher cache: %d sentences cached, %d encoded (%.1fs)", parts.teacher_counts["cached"],
+                 parts.teacher_counts["encoded"], timing["teacher_cache_s"])
+    module = parts.make_module(student=student, teacher=teacher, optimizer=parts.optimizer, scheduler=parts.scheduler)
+    student_cache = None
+    if datamodule.student_cache:
         t0 = time.time()
-        with prompt_memory_return():  # keeps training's peak RSS near what its tensors use
-            try:
-                announce_rendezvous(trainer)
-                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-            except Exception as e:  # nodes that never all joined: one line (training/launch.py)
-                if (failed := rendezvous_failed(e, trainer)) is None:
-                    raise
-                raise failed from e
-            except SystemExit as e:  # Lightning exits after Ctrl-C (status 1) and SIGTERM (status 0)
-                if isinstance(e, SIGTERMException) or trainer.interrupted:
-                    raise interrupted(e, trainer, out_dir) from None
+        datamodule.trainer = trainer
+        student_cache = FrozenLayersCache(student)
+        planned = datamodule.planned_pairs()
+        counts = student_cache.prepare([p.tgt for p in planned] + ([p.en for p in planned] if module.needs_student_en else []))
+        timing["student_cache_s"] = time.time() - t0
+        log.info("student cache: the fixed lower %d layers of %d sentences (%.1fs)", student.frozen_below,
+                 counts["encoded"], timing["student_cache_s"])
+    datamodule.collate_fn = PairCollator(teacher, student, with_student_en=module.needs_student_en,
+                                         teacher_cache=teacher_cache, teacher_role=parts.teacher_role,
+                                         student_cache=student_cache)
+    t0 = time.time()
+    with prompt_memory_return():  # keeps training's peak RSS near what its tensors use
+        try:
+            announce_rendezvous(trainer)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=parts.ckpt)
+        except Exception as e:  # nodes that never all joined: one line (training/launch.py)
+            if (failed := rendezvous_failed(e, trainer)) is None:
                 raise
-            timing["fit_s"] = time.time() - t0
-            training = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            if datamodule.val_prefixes:  # the final student's held-out losses, whatever the step budget was
-                for per_loader in trainer.validate(module, datamodule=datamodule, verbose=False):
-                    training.update({k: float(v) for k, v in per_loader.items()})
-        if evaluating:
-            evaluate(student, "trained")
+            raise failed from e
+        except SystemExit as e:  # Lightning exits after Ctrl-C (status 1) and SIGTERM (status 0)
+            if isinstance(e, SIGTERMException) or trainer.interrupted:
+                raise interrupted(e, trainer, record.plan.out_dir) from None
+            raise
+        timing["fit_s"] = time.time() - t0
+        record.training = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if datamodule.val_prefixes:  # the final student's held-out losses, whatever the step budget was
+            for per_loader in trainer.validate(module, datamodule=datamodule, verbose=False):
+                record.training.update({k: float(v) for k, v in per_loader.items()})
 
-    results: dict[str, Any] = {}
-    if trainer is None or trainer.is_global_zero:
-        if cfg.get("save_student", True):
-            student.save_pretrained(out_dir / "student")
-        timing["total_s"] = time.time() - started
-        if (age := process_age_s()) is not None:
-            # what the user of a single run waits for, start-up and imports included (in a multirun: since the sweep began)
-            timing["process_s"] = age
-        timing["peak_rss_mb"] = peak_rss_mb()
-        overrides = _command_line_overrides()
-        results = {
-            # `make bench` reports the latest default run (no overrides), cold and warm cache, from this record
-            "run": {"overrides": overrides, "default": overrides == [], "cache": _cache_state(suite, teacher_counts),
-                    "machine": machine()},
-            "config": config,
-            "metrics": metrics,
-            "training": training,
-            "data": datamodule.summary() if datamodule else {},
-            "eval_sets": {name: {"queries": len(rs.queries), "docs": len(rs.docs)} for name, rs in suite.sets.items()},
-            "eval_skipped": suite.skipped,
-            "timing": timing,
-            "distributed": {"world_size": trainer.world_size if trainer else 1,
-                            "strategy": type(trainer.strategy).__name__ if trainer else None},
-            "student_dir": str(out_dir / "student") if cfg.get("save_student", True) else None,
-        }
-        if ckpt is not None:  # this attempt continued an earlier one
-            results["resumed"] = {"checkpoint": ckpt, "step": ckpt_step,
-                                  "changed": {k: list(v) for k, v in state.changed.items()}}
-        results["flat"] = flatten_results(results)
-        if suite.per_query:
-            atomic_write_json(out_dir / "per_query.json", suite.per_query)
-        if mcqa is not None and mcqa.stages:
-            atomic_write_json(out_dir / "mcqa.json", mcqa.details())
-        atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
-        if not cfg.get("keep_checkpoints", True):  # they exist to resume an unfinished run; this one is finished
-            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-        point_symlink(Path(cfg.paths.log_dir) / "latest", out_dir)
-        publish(loggers, results, suite.per_query)
-        print_summary(results)
+
+def write_results(cfg: DictConfig, parts: RunParts, record: RunRecord, student: Any, started: float,
+                  loggers: list[Any]) -> dict[str, Any]:
+    """Save the student, then the records, ``results.json`` last (its presence marks a complete run);
+    publish to the loggers and print the summary table."""
+    out_dir, timing, trainer, suite = record.plan.out_dir, record.timing, parts.trainer, parts.suite
+    if cfg.save_student:
+        student.save_pretrained(out_dir / "student")
+    timing["total_s"] = time.time() - started
+    if (age := process_age_s()) is not None:
+        # what the user of a single run waits for, start-up and imports included (in a multirun: since the sweep began)
+        timing["process_s"] = age
+    timing["peak_rss_mb"] = peak_rss_mb()
+    overrides = _command_line_overrides()
+    results = {
+        # `make bench` reports the latest default run (no overrides), cold and warm cache, from this record
+        "run": {"overrides": overrides, "default": overrides == [], "cache": _cache_state(suite, parts.teacher_counts),
+                "machine": machine()},
+        "config": record.plan.config,
+        "metrics": record.metrics,
+        "training": record.training,
+        "data": parts.datamodule.summary() if parts.datamodule else {},
+        "eval_sets": {name: {"queries": len(rs.queries), "docs": len(rs.docs)} for name, rs in suite.sets.items()},
+        "eval_skipped": suite.skipped,
+        "timing": timing,
+        "distributed": {"world_size": trainer.world_size if trainer else 1,
+                        "strategy": type(trainer.strategy).__name__ if trainer else None},
+        "student_dir": str(out_dir / "student") if cfg.save_student else None,
+    }
+    if parts.ckpt is not None:  # this attempt continued an earlier one
+        results["resumed"] = {"checkpoint": parts.ckpt, "step": parts.ckpt_step,
+                              "changed": {k: list(v) for k, v in record.plan.state.changed.items()}}
+    results["flat"] = flatten_results(results)
+    if suite.per_query:
+        atomic_write_json(out_dir / "per_query.json", suite.per_query)
+    if parts.mcqa is not None and parts.mcqa.stages:
+        atomic_write_json(out_dir / "mcqa.json", parts.mcqa.details())
+    atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
+    if not cfg.keep_checkpoints:  # they exist to resume an unfinished run; this one is finished
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    point_symlink(Path(cfg.paths.log_dir) / "latest", out_dir)
+    publish(loggers, results, suite.per_query)
+    print_summary(results)
     return results
