@@ -10,7 +10,7 @@ from optical_lightning.models.from_config import ENCODER_BUILDERS, encoder_build
 from optical_lightning.models.loading import load_encoder
 from optical_lightning.training.rundir import differences
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OLD, NEW = "optical_lightning.models.encoder.load_encoder", "optical_lightning.models.loading.load_encoder"
 
 

@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, SW_BITEXT, TINY, cli_env, compose_config, run_cli
 
 from optical_lightning.training.pipeline import run
+from optical_lightning.training.rundir import differences
 from optical_lightning.utils.errors import user_error
 
 CHECKPOINTED = [a for a in TINY if a != "callbacks=none"] + [
@@ -226,3 +227,16 @@ def test_a_second_run_into_a_busy_folder_refuses_and_names_the_holder(tmp_path):
     assert not (run_dir / "config.yaml").exists() and not (run_dir / "results.json").exists()
     rerun_into(run_dir, "trainer.max_steps=2")  # the holder is gone, so is its lock
     assert (run_dir / "results.json").is_file()
+
+
+def test_a_moved_target_is_no_difference_but_another_object_and_other_keys_are():
+    old = {"optim": {"scheduler": {"_target_": "optical_lightning.optim.linear_warmup_decay", "warmup_ratio": 0.1}},
+           "logger": {"_target_": "optical_lightning.tracking.ResumableCSVLogger"}}
+    moved = {"optim": {"scheduler": {"_target_": "optical_lightning.training.optim.linear_warmup_decay",
+                                     "warmup_ratio": 0.1}},
+             "logger": {"_target_": "optical_lightning.reporting.tracking.ResumableCSVLogger"}}
+    assert differences(old, moved, ignore=()) == {}
+    other = {"optim": {"scheduler": {"_target_": "optical_lightning.training.optim.cosine", "warmup_ratio": 0.2}},
+             "logger": {"_target_": "pytorch_lightning.loggers.ResumableCSVLogger"}}
+    assert set(differences(old, other, ignore=())) == {"optim.scheduler._target_", "optim.scheduler.warmup_ratio",
+                                                       "logger._target_"}

@@ -11,7 +11,7 @@ import pytest
 
 from optical_lightning.reporting.plots import learning_curves
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_dir(tmp_path: Path, name: str, distill: str, values: list[float]) -> Path:

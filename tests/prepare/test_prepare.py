@@ -44,8 +44,8 @@ from optical_lightning.prepare.sources import (
 from optical_lightning.prepare.text import normalize
 from optical_lightning.prepare.tsv import format_tsv, read_tsv
 
-FIX = Path(__file__).parent / "fixtures" / "prepare"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIX = Path(__file__).parents[1] / "fixtures" / "prepare"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def triples(pairs: list[BitextPair]) -> set[tuple[str, str, str]]:
@@ -248,7 +248,7 @@ def test_clean_ui_pairs_drops_markup_placeholder_only_and_duplicates():
 
 def test_normalize_matches_the_training_reader():
     # Load optical_lightning/data/bitext.py on its own (the package __init__ would import torch).
-    path = Path(__file__).resolve().parents[1] / "optical_lightning" / "data" / "bitext.py"
+    path = Path(__file__).resolve().parents[2] / "optical_lightning" / "data" / "bitext.py"
     spec = importlib.util.spec_from_file_location("bitext_standalone", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
