@@ -53,7 +53,9 @@ def local_modules() -> set[str]:
     names = {"optical_lightning", "optical_lightning_study"}
     for root in SCANNED:
         if root.is_dir():
-            names |= {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+            # a test imports its siblings (pytest puts each test file's folder on sys.path)
+            files = root.rglob("*.py") if root.name == "tests" else root.glob("*.py")
+            names |= {p.stem for p in files} | {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
     return names
 
 
