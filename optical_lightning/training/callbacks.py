@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from optical_lightning.reporting.plots import learning_curves, plan_heatmaps
 from optical_lightning.utils.atomic import atomic_write_json, public_mode
-from optical_lightning.utils.errors import CheckpointWriteError, ConfigError, DataError, require_int
+from optical_lightning.utils.errors import CheckpointWriteError, ConfigError, DataError, cause_of, require_int
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            if (cause := _os_error(e)) is not None:  # torch.save reports a failed write as a RuntimeError
+            if (cause := cause_of(e, OSError)) is not None:  # torch.save reports a failed write as a RuntimeError
                 raise CheckpointWriteError(
                     f"could not write checkpoint {path}: {cause.strerror or cause}; the previous checkpoint is unchanged "
                     f"- free space on that disk (or set callbacks.model_checkpoint.dirpath to another one) and run "
@@ -357,15 +357,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-def _os_error(exc: BaseException | None) -> OSError | None:
-    """The operating system's error behind ``exc`` (itself, or what it was raised from or during)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _non_finite(state_dict: dict[str, Any]) -> str | None:

@@ -2,7 +2,7 @@
 
 The trap: Lightning's DDP launcher starts ranks 1..N-1 by re-executing ``sys.argv``. In a
 multirun that command line is the whole sweep (``run.py -m lang=sw,so ...``), so every child
-would run every job again (Lightning issue 11300, Hydra issue 2070). The fix here keeps both
+would run every job again (a known interaction of Lightning's DDP launcher and Hydra multiruns). The fix here keeps both
 engines as they are: a multirun job that would spawn processes first writes its fully resolved
 config into its own folder, then runs *as a single run* in a fresh process
 (``run.py --config-path <job>/.launch --config-name config hydra.run.dir=<job>``). Inside that

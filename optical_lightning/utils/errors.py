@@ -5,6 +5,10 @@ Every :class:`OpticalError` is a mistake the user can fix (a path, a value, a mi
 traceback, so each message must say what is wrong *and* how to fix it.
 """
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class OpticalError(Exception):
     """Base class of errors that are reported to the user as a single line."""
@@ -22,16 +26,21 @@ class ModelLoadError(OpticalError, OSError):
     """A model that cannot be found locally or on the Hugging Face hub."""
 
 
-def user_error(exc: BaseException) -> OpticalError | None:
-    """The :class:`OpticalError` behind ``exc``, also when a framework wrapped it (Hydra's
-    ``instantiate`` re-raises constructor errors as ``InstantiationException ... from e``)."""
+def cause_of(exc: BaseException | None, kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in the chain of ``exc`` (itself, what it was raised from or during)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OpticalError):
+        if isinstance(exc, kind):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def user_error(exc: BaseException) -> OpticalError | None:
+    """The :class:`OpticalError` behind ``exc``, also when a framework wrapped it (Hydra's
+    ``instantiate`` re-raises constructor errors as ``InstantiationException ... from e``)."""
+    return cause_of(exc, OpticalError)
 
 
 class TrainingDiverged(OpticalError, ArithmeticError):
