@@ -58,9 +58,9 @@ RATIOS ?= 0,0.25,0.5,1.0
 PAIRS ?= 100,500,2000
 # pairs:steps for 3 epochs of batch 32
 EPOCH_STEPS ?= 100:10 500:47 2000:188
-ABLATIONS ?= ot.blur=0.05,0.5 ot=unbalanced,divergence ot.marginals=idf ot.special_tokens=true eval.scoring=[pooled,maxsim]
+ABLATIONS ?= ot.blur=0.05,0.5 ot=unbalanced,divergence ot.marginals=idf ot.special_tokens=true retrieval.scoring=[pooled,maxsim]
 STUDY = $(PYTHON) run.py -m experiment=report report.dir=$(REPORT_DIR) $(REPORT_ARGS)
-SETS = $(if $(EVAL_SETS),'eval.sets=$(EVAL_SETS)')
+SETS = $(if $(EVAL_SETS),'retrieval.sets=$(EVAL_SETS)')
 define study
 	$(STUDY) report.part=zero_shot distill=none lang=$(LANGS) eval.upper_bound=true eval.translate_test=true $(SETS)
 	$(STUDY) report.part=main seed=$(SEEDS) lang=$(LANGS) distill=$(SYSTEMS) $(SETS)
@@ -83,7 +83,7 @@ report-smoke: install data/manifest.json  ## the study end to end on a small sli
 	$(MAKE) --no-print-directory _study REPORT_DIR=outputs/report-smoke REPORT_OUT=outputs/report-smoke \
 	  LANGS=sw SEEDS=1 SYSTEMS=mse,optical DOMAINS=questions RATIOS=0,1.0 PAIRS=100 EPOCH_STEPS=100:2 \
 	  ABLATIONS=ot=unbalanced EVAL_SETS='[udhr,tico19-test,flores200-devtest,afriqa-questions-dev,afriqa-passages-dev]' \
-	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 eval.max_queries=24 mcqa.max_questions=40"
+	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40"
 
 _study:
 	$(study)

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from optical_lightning.evaluation.suite import RETRIEVAL_DIRS
+from optical_lightning.evaluation.retrieval_sets import RETRIEVAL_DIRS
 from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
 from optical_lightning.utils.config import build, register_resolvers
 from optical_lightning.utils.errors import user_error
@@ -36,22 +36,23 @@ def table(results: dict[str, dict[str, dict[str, float]]], metrics: list[str]) -
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    suite = build(cfg.eval, "eval")
-    suite.load()
+    retrieval = build(cfg.retrieval, "retrieval")
+    retrieval.load()
+    sets, metrics, batch_size = retrieval.sets.sets, retrieval.metrics, retrieval.encoding.batch_size
     teacher = build(cfg.teacher, "teacher", frozen=True)
     student = build(cfg.student, "student", target_dim=teacher.dim)
-    translation = {rs.name: not any(rs.name.startswith(f"{d}-") for d in RETRIEVAL_DIRS) for rs in suite.sets.values()}
+    translation = {rs.name: not any(rs.name.startswith(f"{d}-") for d in RETRIEVAL_DIRS) for rs in sets.values()}
     results = {}
-    for rs in suite.sets.values():
-        results[rs.name] = role_pairings(student, teacher, rs, suite.metrics, translation[rs.name],
-                                         batch_size=suite.batch_size, top_k=suite.top_k, cache=suite.cache)
-        print(table({rs.name: results[rs.name]}, suite.metrics), flush=True)
+    for rs in sets.values():
+        results[rs.name] = role_pairings(student, teacher, rs, metrics, translation[rs.name],
+                                         batch_size=batch_size, top_k=retrieval.top_k, cache=retrieval.cache)
+        print(table({rs.name: results[rs.name]}, metrics), flush=True)
     out = Path(cfg.paths.log_dir) / "diagnosis"
     lang = cfg.lang.code
     atomic_write_json(out / f"ceilings-{lang}.json", {"student": cfg.student.model_name_or_path,
                                                        "teacher": cfg.teacher.model_name_or_path, "sets": results})
-    atomic_write_text(out / f"ceilings-{lang}.md", table(results, suite.metrics))
-    print(table(results, suite.metrics))
+    atomic_write_text(out / f"ceilings-{lang}.md", table(results, metrics))
+    print(table(results, metrics))
     print(f"wrote {out / f'ceilings-{lang}.json'}")
 
 

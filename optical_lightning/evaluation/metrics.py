@@ -16,7 +16,7 @@ DEFAULT_METRICS = ("nDCG@10", "RR@10", "R@100", "P@1")
 def parse_metrics(names: list[str] | tuple[str, ...]) -> list:
     """ir-measures objects for ``names``; an unknown name or a cutoff below 1 is a :class:`ConfigError`.
 
-    The cutoff is checked here, where both ``eval.metrics`` and ``search --metrics`` are parsed, because
+    The cutoff is checked here, where both ``retrieval.metrics`` and ``search --metrics`` are parsed, because
     pytrec_eval aborts the whole process (a C assertion, no exception) on ``nDCG@0``.
     """
     try:

@@ -24,6 +24,7 @@ with no trained component.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -34,7 +35,9 @@ from optical_lightning.evaluation.datasets import read_table
 from optical_lightning.evaluation.scoring import Run
 from optical_lightning.evaluation.stages import Stage
 from optical_lightning.prepare.records import SENSE_SEPARATOR
+from optical_lightning.prepare.sources.freedict import PACKAGES as DICTIONARY_LANGS
 
+log = logging.getLogger(__name__)
 STAGES = (Stage.TRANSLATE_DENSE, Stage.TRANSLATE_BM25)
 MIN_SUFFIX = 4
 WORD = re.compile(r"\w+(?:['’]\w+)*")
@@ -102,3 +105,17 @@ def bm25_search(queries: list[str], docs: list[str], qids: list[str], docids: li
     found, scores = retriever.retrieve(tokens, k=k, show_progress=False)
     return {qid: {docids[j]: float(s) for j, s in zip(row_j.tolist(), row_s.tolist()) if s > 0}
             for qid, row_j, row_s in zip(qids, found, scores)}
+
+
+def load_translator(dictionary: str | Path | None, lang: str) -> tuple[WordTranslator | None, str | None]:
+    """The dictionary of ``eval.translate_test``, or ``(None, why)``: a missing one skips both stages with one
+    log line (a warning where ``make data`` would build it)."""
+    if dictionary is not None and Path(dictionary).is_file():
+        return WordTranslator.from_tsv(Path(dictionary), lang), None
+    if lang in DICTIONARY_LANGS:
+        why = f"no dictionary at {dictionary}: run `make data` to build it (or set eval.dictionary)"
+        log.warning("eval.translate_test skipped for lang=%s: %s", lang, why)
+    else:
+        why = f"no {lang}-en dictionary (FreeDict has none for {lang})"
+        log.info("eval.translate_test skipped for lang=%s: %s", lang, why)
+    return None, why

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from optical_lightning.evaluation.protocol import Encoders, Evaluator, HeldOut
 from optical_lightning.reporting.plots import learning_curves, plan_heatmaps
 from optical_lightning.utils.atomic import atomic_write_json, public_mode
 from optical_lightning.utils.errors import CheckpointWriteError, ConfigError, DataError, cause_of, require_int
@@ -87,21 +89,21 @@ class LearningCurve(pl.Callback):
     so selection can never return a student worse on dev than the one it started from.
 
     Args:
-        suite: the curve's own :class:`~optical_lightning.evaluation.suite.EvalSuite` (small sets;
-            ``max_queries`` caps each). ``bitext_val`` adds ``bitext_val_size`` held-out training pairs.
-        mcqa: an optional :class:`~optical_lightning.evaluation.mcqa.MCQAEvaluator` (its cross-lingual
-            ``accuracy`` and ``agreement`` are logged); a missing optional file is skipped.
+        evaluators: the curve's own evaluators, by name (:mod:`~optical_lightning.evaluation.protocol`:
+            small dev sets; ``bitext_val_size`` held-out training pairs join the retrieval sets); each
+            logs its :meth:`~optical_lightning.evaluation.protocol.Evaluator.curve_values`.
         every_n_steps: the interval; ``null`` (or 0) turns the callback off.
         monitor: curve keys (``<set>/<metric>``; a set name may leave out its ``-<lang>-en`` suffix)
             whose mean selects the best step.
     Only rank 0 evaluates; the restored weights are broadcast to every rank.
     """
 
-    def __init__(self, suite: Any = None, mcqa: Any = None, every_n_steps: int | None = None,
+    def __init__(self, evaluators: Mapping[str, Evaluator] | None = None, every_n_steps: int | None = None,
                  bitext_val_size: int = 200, monitor: list[str] = ("bitext-val/P@1",), restore_best: bool = False,
                  filename: str = "curves.json", plot: str = "plots/learning_curves.png") -> None:
         require_int("callbacks.learning_curve.every_n_steps", every_n_steps, minimum=0, allow_none=True)
-        self.suite, self.mcqa, self.every_n_steps = suite, mcqa, every_n_steps or 0
+        self.evaluators = [e for e in (evaluators or {}).values() if e]
+        self.every_n_steps = every_n_steps or 0
         self.bitext_val_size, self.monitor, self.restore_best = bitext_val_size, list(monitor or []), restore_best
         if restore_best and not self.monitor:
             raise ConfigError("callbacks.learning_curve.restore_best=true needs a monitor (e.g. [bitext-val/P@1])")
@@ -112,22 +114,21 @@ class LearningCurve(pl.Callback):
 
     @property
     def enabled(self) -> bool:
-        return self.every_n_steps > 0 and self.suite is not None
+        return self.every_n_steps > 0 and bool(self.evaluators)
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not self.enabled or not trainer.is_global_zero:
             return
         if not self._ready:
-            try:
-                self.suite.load()
-            except DataError as e:  # the curve is a diagnostic: held-out training pairs alone still make one
-                log.warning("learning curve: %s", e)
             dm = trainer.datamodule
-            if dm is not None and getattr(dm, "val_pairs", None):
-                self.suite.add_validation_bitext(dm.val_pairs[: self.bitext_val_size])
-            if self.mcqa is not None and not self.mcqa.load():
-                self.mcqa = None
+            held_out = HeldOut(list(getattr(dm, "val_pairs", None) or [])[: self.bitext_val_size])
+            for evaluator in self.evaluators:
+                try:
+                    evaluator.load(held_out)
+                except DataError as e:  # the curve is a diagnostic: held-out training pairs alone still make one
+                    log.warning("learning curve: %s", e)
+            self.evaluators = [e for e in self.evaluators if e.active]
             self._ready = True
         if not any(row["step"] == trainer.global_step for row in self.history):
             self._evaluate(trainer, module)
@@ -163,18 +164,15 @@ class LearningCurve(pl.Callback):
     @torch.no_grad()
     def _evaluate(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         step = trainer.global_step
-        student, teacher = module.student, module.teacher
+        student = module.student
         was_training = student.training
         student.eval()
         row: dict[str, float] = {}
-        stage = f"step{step}"
-        for name, values in self.suite.evaluate(student, teacher, stage).items():
-            row.update({f"{name}/{metric}": float(v) for metric, v in values.items()})
-        self.suite.per_query.clear()
-        if self.mcqa is not None:
-            for name, report in self.mcqa.evaluate(student, teacher, stage).items():
-                row.update({f"{name}/{k}": float(report[k]) for k in ("accuracy", "agreement") if k in report})
-            self.mcqa.stages.clear()
+        encoders = Encoders(student, module.teacher)
+        for evaluator in self.evaluators:
+            for name, values in evaluator(encoders, f"step{step}").items():
+                row.update({f"{name}/{metric}": v for metric, v in evaluator.curve_values(values).items()})
+            evaluator.clear_records()  # the curve keeps its row, not every query of every step
         student.train(was_training)
         score = self.score(row)
         self.history.append({"step": step, **row, **({"score": score} if score is not None else {})})

@@ -29,8 +29,10 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from optical_lightning.data.collate import PairCollator
 from optical_lightning.data.student_cache import FrozenLayersCache
 from optical_lightning.data.teacher_cache import TeacherTokenCache
+from optical_lightning.evaluation.protocol import Encoders, Evaluator, HeldOut
 from optical_lightning.evaluation.stages import Stage
-from optical_lightning.evaluation.suite import EvalSuite
+from optical_lightning.evaluation.translate_test import STAGES as TRANSLATE_STAGES
+from optical_lightning.evaluation.translate_test import WordTranslator, load_translator
 from optical_lightning.reporting.summary import flatten_results, print_summary
 from optical_lightning.reporting.tracking import ResumableCSVLogger, finish, publish
 from optical_lightning.training.launch import announce_rendezvous, check_cluster, rendezvous_failed
@@ -117,10 +119,11 @@ def _command_line_overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
-def _cache_state(suite: EvalSuite, teacher_counts: dict[str, int] | None) -> str:
+def _cache_state(evaluators: list[Evaluator], teacher_counts: dict[str, int] | None) -> str:
     """``cold`` if the run computed document embeddings or teacher tokens, ``warm`` if all were cached."""
-    misses = suite.cache.misses + (teacher_counts or {}).get("encoded", 0)
-    hits = suite.cache.hits + (teacher_counts or {}).get("cached", 0)
+    counts = [e.cache_counts() for e in evaluators]
+    misses = sum(m for _, m in counts) + (teacher_counts or {}).get("encoded", 0)
+    hits = sum(h for h, _ in counts) + (teacher_counts or {}).get("cached", 0)
     return "cold" if misses else "warm" if hits else "none"
 
 
@@ -156,12 +159,13 @@ def train(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     teacher = build(cfg.teacher, "teacher", frozen=True)
     student = build(cfg.student, "student", target_dim=teacher.dim)
     record = RunRecord(plan, timing={"load_s": time.time() - started})
+    encoders = Encoders(student, teacher, parts.translator)
     for stage in parts.stages_before_training():
-        evaluate_stage(parts, record, teacher if stage != Stage.ZERO_SHOT else student, teacher, stage)
+        evaluate_stage(parts, record, encoders, stage)
     if parts.train:
         fit(cfg, parts, record, teacher, student)
-        if parts.evaluating:
-            evaluate_stage(parts, record, student, teacher, Stage.TRAINED)
+        if parts.evaluators:
+            evaluate_stage(parts, record, encoders, Stage.TRAINED)
     if parts.trainer is not None and not parts.trainer.is_global_zero:
         return {}
     return write_results(cfg, parts, record, student, started, loggers)
@@ -204,8 +208,10 @@ class RunParts:
 
     train: bool
     teacher_role: str
-    suite: EvalSuite
-    mcqa: Any | None  # the multiple-choice evaluator, or None
+    evaluators: list[Evaluator]  # those with something to evaluate (conf/eval: evaluators)
+    stages: list[Stage]  # the stages before training, in order
+    translator: WordTranslator | None = None  # the translate-test stages' dictionary
+    skipped: dict[str, str] = field(default_factory=dict)  # inputs left out: name -> why
     datamodule: Any | None = None
     make_module: Callable[..., Any] | None = None  # DistillationModule, waiting for the encoders
     trainer: pl.Trainer | None = None
@@ -215,17 +221,34 @@ class RunParts:
     ckpt_step: int = 0
     teacher_counts: dict[str, int] | None = None  # the teacher cache's hits and misses
 
-    @property
-    def evaluating(self) -> bool:
-        return bool(self.suite.sets) or self.mcqa is not None
-
     def stages_before_training(self) -> list[Stage]:
         """Rank 0 evaluates the teacher in English, the translate-test baselines and the untrained student."""
-        if rank_zero_only.rank != 0 or not self.evaluating:
-            return []
-        stages = [Stage.TEACHER_EN] if self.suite.upper_bound else []
-        stages += list(self.suite.translate_stages) if self.suite.sets else []
-        return stages + ([Stage.ZERO_SHOT] if self.suite.zero_shot or not self.train else [])
+        return self.stages if rank_zero_only.rank == 0 and self.evaluators else []
+
+
+def build_evaluators(cfg: DictConfig, held_out: HeldOut,
+                     train: bool) -> tuple[list[Evaluator], list[Stage], WordTranslator | None, dict[str, str]]:
+    """The evaluators of ``eval.evaluators`` (an empty entry is left out), each loaded and checked; the stages
+    before training that ``eval`` asks for; the translate-test dictionary; what was skipped and why."""
+    evaluators: list[Evaluator] = []
+    skipped: dict[str, str] = {}
+    for name, node in (cfg.eval.get("evaluators") or {}).items():
+        if not node:  # retrieval=none, mcqa=none
+            continue
+        evaluator: Evaluator = build(node, f"eval.evaluators.{name}")
+        evaluator.load(held_out)
+        skipped.update(evaluator.skipped)
+        if evaluator.active:
+            evaluators.append(evaluator)
+    translator = None
+    if cfg.eval.get("translate_test") and evaluators:
+        translator, why = load_translator(cfg.eval.get("dictionary"), cfg.lang.code)
+        if why:
+            skipped["translate_test"] = why
+    stages = [Stage.TEACHER_EN] if cfg.eval.get("upper_bound") else []
+    stages += list(TRANSLATE_STAGES) if translator is not None else []
+    stages += [Stage.ZERO_SHOT] if cfg.eval.get("zero_shot") or not train else []
+    return evaluators, stages, translator, skipped
 
 
 def build_parts(cfg: DictConfig, state: RunDir, loggers: list[Any]) -> RunParts:
@@ -244,16 +267,10 @@ def build_parts(cfg: DictConfig, state: RunDir, loggers: list[Any]) -> RunParts:
     datamodule = build(cfg.data, "data") if train_student else None
     if datamodule is not None:
         datamodule.setup("fit")
-    suite: EvalSuite = build(cfg.eval, "eval")
-    suite.load()
-    if datamodule is not None and suite.sets:
-        suite.add_validation_bitext(datamodule.val_pairs, datamodule.domain_val_pairs)
-    mcqa = build(cfg.mcqa, "mcqa") if cfg.get("mcqa") else None
-    if mcqa is not None and not mcqa.load():  # an optional set whose file is missing: skipped, said once
-        suite.skipped[mcqa.name] = mcqa.skipped
-        mcqa = None
+    held_out = HeldOut(datamodule.val_pairs, datamodule.domain_val_pairs) if datamodule is not None else HeldOut()
+    evaluators, stages, translator, skipped = build_evaluators(cfg, held_out, train_student)
+    parts = RunParts(train_student, teacher_role, evaluators, stages, translator, skipped, datamodule, make_module)
     loggers.extend(_build_each(cfg.get("logger"), "logger"))
-    parts = RunParts(train_student, teacher_role, suite, mcqa, datamodule, make_module)
     if train_student:
         max_steps = check_step_budget(cfg.trainer)
         check_cluster(cfg.trainer)
@@ -292,23 +309,12 @@ class RunRecord:
     training: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate_stage(parts: RunParts, record: RunRecord, encoder: Any, teacher: Any, stage: Stage) -> None:
-    """One stage on every evaluation set and on the multiple-choice questions (see :class:`Stage`)."""
+def evaluate_stage(parts: RunParts, record: RunRecord, encoders: Encoders, stage: Stage) -> None:
+    """One stage (see :class:`Stage`) by every evaluator."""
     t0 = time.time()
-    suite, mcqa = parts.suite, parts.mcqa
-    for name, values in (suite.evaluate(encoder, teacher, stage) if suite.sets else {}).items():
-        record.metrics.setdefault(name, {})[stage.value] = values
-    if stage == Stage.TRANSLATE_DENSE and mcqa is not None:  # translate-test of the questions (no BM25: 4 choices)
-        answered = mcqa.evaluate_translated(suite.translator.translate, teacher, stage)
-    elif mcqa is not None and stage not in suite.translate_stages and (stage != Stage.TEACHER_EN or mcqa.teacher_row):
-        answered = mcqa.evaluate(encoder, teacher, stage)
-    else:
-        answered = {}
-    for name, report in answered.items():
-        record.metrics.setdefault(name, {})[stage.value] = report
-        log.info("%s %s: accuracy=%.3f [%.3f, %.3f] (chance %.3f, n=%d)%s", stage, name, report["accuracy"],
-                 report["ci95_low"], report["ci95_high"], report["chance"], report["n"],
-                 f", agreement with the teacher in English {report['agreement']:.3f}" if "agreement" in report else "")
+    for evaluator in parts.evaluators:
+        for name, values in evaluator(encoders, stage).items():
+            record.metrics.setdefault(name, {})[stage.value] = values
     record.timing[f"eval_{stage.value}_s"] = time.time() - t0
 
 
@@ -365,7 +371,7 @@ def write_results(cfg: DictConfig, parts: RunParts, record: RunRecord, student: 
                   loggers: list[Any]) -> dict[str, Any]:
     """Save the student, then the records, ``results.json`` last (its presence marks a complete run);
     publish to the loggers and print the summary table."""
-    out_dir, timing, trainer, suite = record.plan.out_dir, record.timing, parts.trainer, parts.suite
+    out_dir, timing, trainer = record.plan.out_dir, record.timing, parts.trainer
     if cfg.save_student:
         student.save_pretrained(out_dir / "student")
     timing["total_s"] = time.time() - started
@@ -376,14 +382,14 @@ def write_results(cfg: DictConfig, parts: RunParts, record: RunRecord, student: 
     overrides = _command_line_overrides()
     results = {
         # `make bench` reports the latest default run (no overrides), cold and warm cache, from this record
-        "run": {"overrides": overrides, "default": overrides == [], "cache": _cache_state(suite, parts.teacher_counts),
+        "run": {"overrides": overrides, "default": overrides == [], "cache": _cache_state(parts.evaluators, parts.teacher_counts),
                 "machine": machine()},
         "config": record.plan.config,
         "metrics": record.metrics,
         "training": record.training,
         "data": parts.datamodule.summary() if parts.datamodule else {},
-        "eval_sets": {name: {"queries": len(rs.queries), "docs": len(rs.docs)} for name, rs in suite.sets.items()},
-        "eval_skipped": suite.skipped,
+        "eval_sets": {name: size for e in parts.evaluators for name, size in e.sizes().items()},
+        "eval_skipped": parts.skipped,
         "timing": timing,
         "distributed": {"world_size": trainer.world_size if trainer else 1,
                         "strategy": type(trainer.strategy).__name__ if trainer else None},
@@ -393,14 +399,16 @@ def write_results(cfg: DictConfig, parts: RunParts, record: RunRecord, student: 
         results["resumed"] = {"checkpoint": parts.ckpt, "step": parts.ckpt_step,
                               "changed": {k: list(v) for k, v in record.plan.state.changed.items()}}
     results["flat"] = flatten_results(results)
-    if suite.per_query:
-        atomic_write_json(out_dir / "per_query.json", suite.per_query)
-    if parts.mcqa is not None and parts.mcqa.stages:
-        atomic_write_json(out_dir / "mcqa.json", parts.mcqa.details())
+    files: dict[str, Any] = {}  # the evaluators' records (per_query.json, mcqa.json), merged by file name
+    for evaluator in parts.evaluators:
+        for name, content in evaluator.records().items():
+            files[name] = {**files[name], **content} if name in files else content
+    for name, content in files.items():
+        atomic_write_json(out_dir / name, content)
     atomic_write_json(out_dir / "results.json", results)  # last: its presence marks a complete run
     if not cfg.keep_checkpoints:  # they exist to resume an unfinished run; this one is finished
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     point_symlink(Path(cfg.paths.log_dir) / "latest", out_dir)
-    publish(loggers, results, suite.per_query)
+    publish(loggers, results, files.get("per_query.json", {}))
     print_summary(results)
     return results

@@ -43,7 +43,20 @@ RESULTS = "results.json"
 CONFIG = "config.yaml"
 LOCK = ".run.lock"
 #: keys a run records beside its settings that older run directories lack: compared only when both have them
-RECORDED_SINCE = ("data_files", "distill.module")  # the module's config repeats the weights and the OT head
+RECORDED_SINCE = ("data_files", "distill.module",  # the module's config repeats the weights and the OT head
+                  "eval.evaluators")  # repeats retrieval and mcqa
+#: settings that moved since older run directories recorded them (old dotted prefix -> new), and the
+#: evaluators' builders then and now, so that those directories still match the same settings today
+RETRIEVAL_KEYS = ("data_dir", "lang", "sets", "domain_sets", "scoring", "metrics", "max_queries", "batch_size",
+                  "cache_dir", "seed", "top_k", "bitext_val", "bitext_val_long", "precision", "faiss", "_target_")
+MOVED = {**{f"eval.{k}": f"retrieval.{k}" for k in RETRIEVAL_KEYS},
+         "callbacks.learning_curve.suite.": "callbacks.learning_curve.evaluators.retrieval.",
+         "callbacks.learning_curve.mcqa.": "callbacks.learning_curve.evaluators.mcqa."}
+RETARGETED = {"optical_lightning.evaluation.EvalSuite": "optical_lightning.evaluation.retrieval.RetrievalEvaluator.from_settings",
+              "optical_lightning.evaluation.mcqa.MCQAEvaluator": "optical_lightning.evaluation.mcqa.MCQAEvaluator.from_settings"}
+#: keys of older records that no longer exist and set nothing (the learning curve's evaluation stages)
+RETIRED = ("callbacks.learning_curve.evaluators.retrieval.zero_shot",
+           "callbacks.learning_curve.evaluators.retrieval.upper_bound")
 # What a run writes; ``rerun=true`` removes these (results.json first, so the folder never looks complete).
 OUTPUTS = (RESULTS, "per_query.json", "mcqa.json", "student", "plots", "csv", "checkpoints", "wandb")
 
@@ -52,7 +65,7 @@ OUTPUTS = (RESULTS, "per_query.json", "mcqa.json", "student", "plots", "csv", "c
 BOOKKEEPING = ("paths", "logger", "ckpt_path", "keep_checkpoints", "rerun", "allow_config_change", "tags", "task_name",
                "optimized_metric", "trainer.enable_progress_bar")
 # Settings that may change between the attempts of one training: they do not change its steps.
-NOT_TRAINING = (*BOOKKEEPING, "eval", "mcqa", "callbacks", "save_student", "report", "trainer.log_every_n_steps",
+NOT_TRAINING = (*BOOKKEEPING, "eval", "retrieval", "mcqa", "callbacks", "save_student", "report", "trainer.log_every_n_steps",
                 "data.num_workers", "data.teacher_cache")
 
 
@@ -114,12 +127,29 @@ def differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...
     Paths inside each config's own run directory or project root compare relative to them, so a
     copied or moved run directory still matches its config.
     """
-    a, b = _relative(flatten(old)), _relative(flatten(new))
+    a, b = _relative(_current_names(flatten(old))), _relative(flatten(new))
     unrecorded = tuple(key for key in RECORDED_SINCE  # written before the run recorded it
                        if not any(k == key or k.startswith(f"{key}.") for k in a))
+    if a.get("distill.train") is False and b.get("distill.train") is False:  # untrained: the loss settings do nothing
+        unrecorded = (*unrecorded, *{k for k in a.keys() | b.keys() if k.startswith("distill.") and k != "distill.train"})
     skipped = lambda k: k.endswith("cache_dir") or any(k == p or k.startswith(f"{p}.") for p in (*ignore, *unrecorded))  # noqa: E731
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
             if not skipped(k) and a.get(k) != b.get(k) and not _moved_target(k, a.get(k), b.get(k))}
+
+
+def _current_names(flat: dict[str, Any]) -> dict[str, Any]:
+    """An older record's settings under today's names (:data:`MOVED`, :data:`RETARGETED`, :data:`RETIRED`)."""
+    if any(k.startswith("retrieval.") for k in flat):  # recorded with today's names
+        return flat
+    out = {}
+    for key, value in flat.items():
+        for old, new in MOVED.items():
+            if key == old or (old.endswith(".") and key.startswith(old)):
+                key = new + key[len(old):]
+                break
+        if key not in RETIRED:
+            out[key] = RETARGETED.get(value, value) if key.endswith("_target_") and isinstance(value, str) else value
+    return out
 
 
 def _moved_target(key: str, old: Any, new: Any) -> bool:

@@ -76,7 +76,7 @@ def require_int(key: str, value: object, *, minimum: int | None = None, allow_no
 
 
 def as_list(value: object) -> list:
-    """A list setting given as a single value (``eval.sets=udhr``) is a one-element list, not its characters."""
+    """A list setting given as a single value (``retrieval.sets=udhr``) is a one-element list, not its characters."""
     if value is None:
         return []
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):

@@ -99,8 +99,8 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 
     log.info("evaluation throughput (%d documents, %d queries)", len(docs), len(queries))
     encoding = {
-        "documents": bench_encoding(teacher, docs, "passage", cfg.eval.batch_size, cfg.eval.precision, b.eval_repeats),
-        "queries": bench_encoding(student, queries, "query", cfg.eval.batch_size, cfg.eval.precision, b.eval_repeats),
+        "documents": bench_encoding(teacher, docs, "passage", cfg.retrieval.batch_size, cfg.retrieval.precision, b.eval_repeats),
+        "queries": bench_encoding(student, queries, "query", cfg.retrieval.batch_size, cfg.retrieval.precision, b.eval_repeats),
     }
 
     log.info("OT head scaling")
@@ -128,7 +128,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         "student_variants": variants,
         "encoding": encoding,
         "device": str(device),
-        "precision": {"training": precision, "eval": str(cfg.eval.precision)},
+        "precision": {"training": precision, "eval": str(cfg.retrieval.precision)},
         "machine": machine(),
         "bench_wall_s": time.time() - started,
         "bench_peak_rss_mb": peak_rss_mb(),

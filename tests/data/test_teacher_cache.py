@@ -47,8 +47,8 @@ def test_a_second_run_reuses_the_shards_and_ignores_a_broken_one(tmp_path):
 
 @pytest.mark.slow  # about 1 min on 2 cores: `make test-full` (the default suite stays under 15 min)
 def test_training_from_the_cache_gives_the_same_loss(tmp_path):
-    common = (*TINY_MODELS, f"eval.data_dir={FIXTURES / 'eval'}", "eval.sets=[tico19-test]", f"data.train={SW_BITEXT}",
-              "data.val_size=32", "trainer.max_steps=8", "trainer.precision=32-true", "eval.precision=32",
+    common = (*TINY_MODELS, f"retrieval.data_dir={FIXTURES / 'eval'}", "retrieval.sets=[tico19-test]", f"data.train={SW_BITEXT}",
+              "data.val_size=32", "trainer.max_steps=8", "trainer.precision=32-true", "retrieval.precision=32",
               "student.dropout=0", f"data.teacher_cache_dir={tmp_path / 'cache'}")
     results = {}
     for name, flag in (("live", "false"), ("cold", "true"), ("warm", "true")):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES, SW_BITEXT
 
-from optical_lightning.evaluation import EvalSuite, evaluate_run, load_retrieval_dir, load_translation_set
+from optical_lightning.evaluation import Encoders, RetrievalEvaluator, RetrievalSets, evaluate_run, load_retrieval_dir, load_translation_set
 from optical_lightning.evaluation.cache import EmbeddingCache, pack, unpack
 from optical_lightning.evaluation.datasets import RetrievalSet
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search
@@ -18,6 +18,11 @@ from optical_lightning.models.tiny import tiny_encoder
 from optical_lightning.utils.errors import ConfigError, DataError
 
 EVAL = FIXTURES / "eval"
+
+
+def retrieval(data_dir, lang: str, sets, **settings) -> RetrievalEvaluator:
+    """The retrieval evaluator as conf/retrieval builds it."""
+    return RetrievalEvaluator.from_settings(str(data_dir), lang, sets, **settings)
 
 
 def test_metrics_match_hand_computation():
@@ -69,9 +74,9 @@ def test_identical_texts_are_found_first():
     rs = load_translation_set(EVAL / "translation" / "sw" / "tico19-test.tsv", "sw")
     same = RetrievalSet("self", rs.docs, rs.docs, {q: {q: 1} for q in rs.docs}, docs_key="self")
     enc = tiny_encoder(seed=3, frozen=True)
-    suite = EvalSuite(str(EVAL), "sw", [], scoring=["pooled", "maxsim"])
-    suite.sets = {"self": same}
-    results = suite.evaluate(enc, enc, "zero_shot")
+    suite = retrieval(EVAL, "sw", [], scoring=["pooled", "maxsim"])
+    suite.sets.sets = {"self": same}
+    results = suite(Encoders(enc, enc), "zero_shot")
     assert results["self"]["P@1"] == pytest.approx(1.0) and results["self/maxsim"]["P@1"] == pytest.approx(1.0)
 
 
@@ -83,13 +88,13 @@ def test_real_fixture_sets_load():
 
 
 def test_suite_runs_every_stage_and_skips_missing_sets(tmp_path):
-    suite = EvalSuite(str(EVAL), "sw", ["afriqa", "udhr", "tico19-test"], cache_dir=str(tmp_path / "cache"))
+    suite = retrieval(EVAL, "sw", ["afriqa", "udhr", "tico19-test"], cache_dir=str(tmp_path / "cache"))
     suite.load()
-    assert set(suite.sets) == {"afriqa-sw-en", "tico19-test-sw-en"} and "udhr" in suite.skipped
+    assert set(suite.sets.sets) == {"afriqa-sw-en", "tico19-test-sw-en"} and "udhr" in suite.skipped
     teacher, student = tiny_encoder(seed=0, frozen=True), tiny_encoder(seed=1)
-    upper = suite.evaluate(teacher, teacher, "teacher_en")
+    upper = suite(Encoders(student, teacher), "teacher_en")
     assert set(upper) == {"afriqa-sw-en"}  # only AfriQA has English versions of its queries
-    zero = suite.evaluate(student, teacher, "zero_shot")
+    zero = suite(Encoders(student, teacher), "zero_shot")
     assert set(zero) == {"afriqa-sw-en", "tico19-test-sw-en"}
     assert all(0.0 <= v <= 1.0 for m in zero.values() for v in m.values())
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # one entry per collection
@@ -97,9 +102,9 @@ def test_suite_runs_every_stage_and_skips_missing_sets(tmp_path):
 
 def test_suite_with_no_set_present_says_how_to_get_data(tmp_path):
     with pytest.raises(DataError, match="run `make data`"):
-        EvalSuite(str(tmp_path), "so", ["afriqa", "flores200-devtest"]).load()
-    with pytest.raises(ConfigError, match="eval.scoring"):
-        EvalSuite(str(tmp_path), "so", [], scoring=["bm25"])
+        retrieval(tmp_path, "so", ["afriqa", "flores200-devtest"]).load()
+    with pytest.raises(ConfigError, match="retrieval.scoring"):
+        retrieval(tmp_path, "so", [], scoring=["bm25"])
 
 
 def test_embedding_cache_computes_once_and_survives_corruption(tmp_path):
@@ -131,43 +136,45 @@ def test_malformed_qrels_are_reported(tmp_path):
 
 
 def test_a_single_value_for_a_list_setting_is_a_one_element_list():
-    suite = EvalSuite(str(EVAL), "sw", "afriqa", scoring="maxsim", metrics="nDCG@10")  # eval.sets=afriqa ...
-    assert (suite.set_names, suite.scoring, suite.metrics) == (["afriqa"], ["maxsim"], ["nDCG@10"])
-    assert set(suite.load()) == {"afriqa-sw-en"}
+    suite = retrieval(EVAL, "sw", "afriqa", scoring="maxsim", metrics="nDCG@10")  # retrieval.sets=afriqa ...
+    assert (suite.sets.names, suite.scoring, suite.metrics) == (["afriqa"], ["maxsim"], ["nDCG@10"])
+    suite.load()
+    assert set(suite.sets.sets) == {"afriqa-sw-en"}
 
 
 def test_when_no_requested_set_exists_the_error_lists_those_that_do():
     with pytest.raises(DataError, match=r"none of the evaluation sets \['nonexistent'\] exists for lang=sw .*"
                                         r"the sets for sw are: afriqa, tico19-test") as e:
-        EvalSuite(str(EVAL), "sw", ["nonexistent"]).load()
+        retrieval(EVAL, "sw", ["nonexistent"]).load()
     assert "make data" not in str(e.value)  # it cannot build a set nobody ships
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"top_k": 0}, r"eval\.top_k=0: must be >= 1"),
-    ({"top_k": 10}, r"eval\.top_k=10 retrieves fewer documents than the metrics need \(100 for R@100\)"),
-    ({"max_queries": 0}, r"eval\.max_queries=0: must be >= 1 \(or null\)"),
-    ({"max_queries": -1}, r"eval\.max_queries=-1: must be >= 1"),
-    ({"batch_size": "big"}, r"eval\.batch_size='big': must be an integer"),
+    ({"top_k": 0}, r"retrieval\.top_k=0: must be >= 1"),
+    ({"top_k": 10}, r"retrieval\.top_k=10 retrieves fewer documents than the metrics need \(100 for R@100\)"),
+    ({"max_queries": 0}, r"retrieval\.max_queries=0: must be >= 1 \(or null\)"),
+    ({"max_queries": -1}, r"retrieval\.max_queries=-1: must be >= 1"),
+    ({"batch_size": "big"}, r"retrieval\.batch_size='big': must be an integer"),
 ])
 def test_values_that_would_give_empty_or_zero_metrics_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        EvalSuite(str(EVAL), "sw", ["afriqa"], **kwargs)
+        retrieval(EVAL, "sw", ["afriqa"], **kwargs)
 
 
 def test_a_domain_set_joins_the_run_when_present_and_is_never_an_error_when_absent(tmp_path):
-    suite = EvalSuite(str(EVAL), "sw", ["afriqa"], domain_sets=["tico19-test", "afriqa"])
-    assert sorted(suite.load()) == ["afriqa-sw-en", "tico19-test-sw-en"]  # listed once, though named twice
-    alone = EvalSuite(str(tmp_path), "sw", [], domain_sets=["afriqa-questions-dev"])
-    assert alone.load() == {} and "afriqa-questions-dev" in alone.skipped  # eval.sets=[] still trains
+    suite = retrieval(EVAL, "sw", ["afriqa"], domain_sets=["tico19-test", "afriqa"])
+    suite.load()
+    assert sorted(suite.sets.sets) == ["afriqa-sw-en", "tico19-test-sw-en"]  # listed once, though named twice
+    alone = retrieval(tmp_path, "sw", [], domain_sets=["afriqa-questions-dev"])
+    alone.load()
+    assert not alone.active and "afriqa-questions-dev" in alone.skipped  # retrieval.sets=[] still trains
 
 
 def test_role_pairings_give_the_ceilings_a_perfect_student_would_reach(tiny_pair):
     from optical_lightning_study.ceilings import english_versions, role_pairings
 
     teacher, student = tiny_pair
-    suite = EvalSuite(str(EVAL), "sw", ["tico19-test", "afriqa"])
-    sets = suite.load()
+    sets = RetrievalSets(str(EVAL), "sw", ["tico19-test", "afriqa"]).load()
     tico, afriqa = sets["tico19-test-sw-en"], sets["afriqa-sw-en"]
     english = english_versions(tico)  # a translation set: the English version of a query is its relevant document
     qid = next(iter(tico.qrels))
@@ -184,7 +191,7 @@ def test_role_pairings_give_the_ceilings_a_perfect_student_would_reach(tiny_pair
 
 def test_long_dev_pairs_join_consecutive_held_out_pairs_on_both_sides():
     from optical_lightning.data.bitext import read_bitext
-    from optical_lightning.evaluation.suite import long_pairs
+    from optical_lightning.evaluation.retrieval_sets import long_pairs
 
     pairs = read_bitext(SW_BITEXT, "sw")
     joined = long_pairs(pairs[:10], 4)  # two full groups; the last 2 pairs make no paragraph
@@ -200,9 +207,9 @@ def test_mafand_dev_long_joins_consecutive_dev_sentences_in_order(tmp_path):
     pairs = read_bitext(SW_BITEXT, "sw")[:8]
     rows = [f"m{i}\t{p.en}\t{p.tgt}" for i, p in enumerate(pairs)]
     (tmp_path / "translation" / "sw" / "mafand-dev.tsv").write_text("id\ten\tsw\n" + "\n".join(rows) + "\n")
-    suite = EvalSuite(str(tmp_path), "sw", ["mafand-dev-long"], metrics=["P@1"])
-    assert suite.available()["mafand-dev-long"] == ["sw"]
-    rs = suite.load()["mafand-dev-long-sw-en"]
+    sets = RetrievalSets(str(tmp_path), "sw", ["mafand-dev-long"])
+    assert sets.available()["mafand-dev-long"] == ["sw"]
+    rs = sets.load()["mafand-dev-long-sw-en"]
     assert list(rs.queries) == ["mafand-dev-long0", "mafand-dev-long1"]  # 8 lines: 2 paragraphs, a tail of 2 dropped
     assert rs.queries["mafand-dev-long1"] == " ".join(p.tgt for p in pairs[3:6])
     assert rs.docs["mafand-dev-long1"] == " ".join(p.en for p in pairs[3:6])
@@ -210,11 +217,11 @@ def test_mafand_dev_long_joins_consecutive_dev_sentences_in_order(tmp_path):
     # both columns English: a student equal to the teacher finds every paragraph
     (tmp_path / "translation" / "sw" / "mafand-dev.tsv").write_text(
         "id\ten\tsw\n" + "\n".join(f"m{i}\t{p.en}\t{p.en}" for i, p in enumerate(pairs)) + "\n")
-    same = EvalSuite(str(tmp_path), "sw", ["mafand-dev-long"], metrics=["P@1"])
+    same = retrieval(tmp_path, "sw", ["mafand-dev-long"], metrics=["P@1"])
     same.load()
     teacher = tiny_encoder(seed=0, frozen=True)
-    assert same.evaluate(teacher, teacher, "zero_shot")["mafand-dev-long-sw-en"]["P@1"] == 1.0
-    missing = EvalSuite(str(tmp_path), "so", ["mafand-dev-long", "mafand-dev"], metrics=["P@1"])
+    assert same(Encoders(teacher, teacher), "zero_shot")["mafand-dev-long-sw-en"]["P@1"] == 1.0
+    missing = retrieval(tmp_path, "so", ["mafand-dev-long", "mafand-dev"], metrics=["P@1"])
     with pytest.raises(DataError, match="none of the evaluation sets"):
         missing.load()
 
@@ -230,13 +237,13 @@ def test_passages_dev_set_is_graded_by_the_teachers_english_ranking(tmp_path):
     # the Swahili column holds the English question too: a student equal to the teacher then copies its ranking
     rows = [f"{q}\t{t}\t{t}" for q, t in list(english.items())[:8]]
     (tmp_path / "translation" / "sw" / "afriqa-questions-dev.tsv").write_text("id\ten\tsw\n" + "\n".join(rows) + "\n")
-    suite = EvalSuite(str(tmp_path), "sw", ["afriqa-passages-dev"], metrics=["nDCG@10"])
+    suite = retrieval(tmp_path, "sw", ["afriqa-passages-dev"], metrics=["nDCG@10"])
     suite.load()
-    assert suite.available()["afriqa-passages-dev"] == ["sw"]
+    assert suite.sets.available()["afriqa-passages-dev"] == ["sw"]
     teacher = tiny_encoder(seed=0, frozen=True)
-    same = suite.evaluate(teacher, teacher, "zero_shot")["afriqa-passages-dev-sw-en"]["nDCG@10"]
-    other = suite.evaluate(tiny_encoder(seed=5), teacher, "trained")["afriqa-passages-dev-sw-en"]["nDCG@10"]
-    qrels = suite.sets["afriqa-passages-dev-sw-en"].qrels
+    same = suite(Encoders(teacher, teacher), "zero_shot")["afriqa-passages-dev-sw-en"]["nDCG@10"]
+    other = suite(Encoders(tiny_encoder(seed=5), teacher), "trained")["afriqa-passages-dev-sw-en"]["nDCG@10"]
+    qrels = suite.sets.sets["afriqa-passages-dev-sw-en"].qrels
     assert len(qrels) == 8 and all(sorted(g.values()) == list(range(1, 11)) for g in qrels.values())
     assert same == pytest.approx(1.0) and other < 0.9
-    assert "afriqa-passages-dev-sw-en" not in suite.evaluate(teacher, teacher, "teacher_en")
+    assert "afriqa-passages-dev-sw-en" not in suite(Encoders(teacher, teacher), "teacher_en")

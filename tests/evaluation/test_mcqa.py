@@ -101,8 +101,8 @@ def test_cross_mode_scores_choices_with_the_teacher_same_mode_with_the_student(t
                                 "option_d": "d", "answer": "B", "subject": "Virology"}) + "\n")
     student = TableEncoder(VECTORS)
     flipped = TableEncoder(VECTORS | {"b": [-1.0, 0.0], "d": [1.0, 0.0]})  # this teacher prefers d
-    assert MCQAEvaluator("t", str(path), modes=["same"]).evaluate(student, flipped)["t-same"]["accuracy"] == 1.0
-    assert MCQAEvaluator("t", str(path), modes="cross").evaluate(student, flipped)["t"]["accuracy"] == 0.0
+    assert MCQAEvaluator.from_settings("t", str(path), modes=["same"]).evaluate(student, flipped)["t-same"]["accuracy"] == 1.0
+    assert MCQAEvaluator.from_settings("t", str(path), modes="cross").evaluate(student, flipped)["t"]["accuracy"] == 0.0
 
 
 def test_subsample_is_stratified_and_seeded(tmp_path):
@@ -113,8 +113,9 @@ def test_subsample_is_stratified_and_seeded(tmp_path):
 
 
 def test_subject_filter_keeps_the_medical_subjects(tmp_path):
-    ev = MCQAEvaluator("t", str(global_mmlu_file(tmp_path)), subjects=["medical"])
-    assert {q.subject for q in ev.load()} == {"virology", "clinical_knowledge", "anatomy"}
+    ev = MCQAEvaluator.from_settings("t", str(global_mmlu_file(tmp_path)), subjects=["medical"])
+    ev.load()
+    assert {q.subject for q in ev.questions} == {"virology", "clinical_knowledge", "anatomy"}
 
 
 @pytest.mark.parametrize("row,message", [
@@ -150,12 +151,12 @@ def test_missing_file_and_bad_mode_name_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"multiple-choice file not found: .*make data"):
         read_mcqa(tmp_path / "absent.jsonl")
     with pytest.raises(ConfigError, match=r"mcqa\.modes=\['both'\]: choose one or more of \['cross', 'same'\]"):
-        MCQAEvaluator("t", "x", modes="both")
+        MCQAEvaluator.from_settings("t", "x", modes="both")
 
 
 def test_cli_reports_afrimmlu_per_stage_and_mode(tmp_path):
     """A Swahili run measures AfriMMLU by default (lang/sw.yaml); here on 10 real parallel questions."""
-    proc = run_cli(*TINY_MODELS, "eval.sets=[]", f"mcqa.path={AFRIMMLU}/sw.test.jsonl",
+    proc = run_cli(*TINY_MODELS, "retrieval.sets=[]", f"mcqa.path={AFRIMMLU}/sw.test.jsonl",
                    f"mcqa.reference={AFRIMMLU}/en.test.jsonl", f"data.train={SW_BITEXT}", "trainer.max_steps=2",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -261,7 +262,7 @@ def test_cross_same_and_teacher_rows_encode_the_right_texts(tmp_path):
     vectors = {"swQ": [1.0, 0.0], "Q": [0.0, 1.0], "swa": [0.0, 1.0], "swb": [1.0, 0.0], "swc": [-1.0, 0.0],
                "swd": [0.0, -1.0], "A": [0.0, 1.0], "B": [-1.0, 0.0], "C": [1.0, 0.1], "D": [0.0, -1.0]}
     student, teacher = TableEncoder(vectors), TableEncoder(vectors)
-    ev = MCQAEvaluator("afrimmlu-sw", str(own), reference=str(ref), modes=["cross", "same"], teacher_row=True)
+    ev = MCQAEvaluator.from_settings("afrimmlu-sw", str(own), reference=str(ref), modes=["cross", "same"], teacher_row=True)
     top = ev.evaluate(teacher, teacher, "teacher_en")["afrimmlu-sw"]
     assert top["accuracy"] == 1.0 and top["agreement"] == 1.0
     rows = ev.evaluate(student, teacher, "zero_shot")
@@ -272,13 +273,14 @@ def test_cross_same_and_teacher_rows_encode_the_right_texts(tmp_path):
 
 
 def test_afrimmlu_for_somali_is_one_line_and_a_missing_optional_file_is_skipped(tmp_path):
-    with pytest.raises(ConfigError, match=r"afrimmlu-so: these questions exist for sw only, not lang=so - use mcqa=none"):
-        MCQAEvaluator("afrimmlu-so", "x", lang="so", languages=["sw"])
-    ev = MCQAEvaluator("afrimmlu-sw", str(tmp_path / "sw.test.jsonl"), reference=str(tmp_path / "en.test.jsonl"),
+    with pytest.raises(ConfigError, match=r"mcqa.path=x: these questions exist for sw only, not lang=so - use mcqa=none"):
+        MCQAEvaluator.from_settings("afrimmlu-so", "x", lang="so", languages=["sw"])
+    ev = MCQAEvaluator.from_settings("afrimmlu-sw", str(tmp_path / "sw.test.jsonl"), reference=str(tmp_path / "en.test.jsonl"),
                        optional=True)
-    assert ev.load() == [] and "not found" in ev.skipped and "make data" in ev.skipped
+    ev.load()
+    assert not ev.active and "not found" in ev.skipped["afrimmlu-sw"] and "make data" in ev.skipped["afrimmlu-sw"]
     with pytest.raises(DataError, match="multiple-choice file not found"):
-        MCQAEvaluator("afrimmlu-sw", str(tmp_path / "sw.test.jsonl"), reference=str(AFRIMMLU / "en.test.jsonl")).load()
+        MCQAEvaluator.from_settings("afrimmlu-sw", str(tmp_path / "sw.test.jsonl"), reference=str(AFRIMMLU / "en.test.jsonl")).load()
 
 
 @pytest.mark.slow
@@ -288,7 +290,7 @@ def test_the_reference_table_is_reproduced(tmp_path):
     data = ROOT / "data" / "eval" / "mcqa" / "afrimmlu"
     if not (data / "sw.test.jsonl").is_file():
         pytest.skip("AfriMMLU not built: make data MIRROR=../shared/data")
-    proc = run_cli("distill=none", "mcqa=afrimmlu", "eval.sets=[]", f"paths.data_dir={ROOT / 'data'}",
+    proc = run_cli("distill=none", "mcqa=afrimmlu", "retrieval.sets=[]", f"paths.data_dir={ROOT / 'data'}",
                    f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(next(tmp_path.glob("outputs/distill/runs/*/results.json")).read_text())["metrics"]

@@ -21,9 +21,9 @@ import pytest
 from conftest import FIXTURES, ROOT, TINY_MODELS, compose_config
 from rich.console import Console
 
-from optical_lightning.evaluation import EvalSuite
+from optical_lightning.evaluation import Encoders, RetrievalEvaluator
 from optical_lightning.evaluation.mcqa import MCQAEvaluator
-from optical_lightning.evaluation.translate_test import WordTranslator, bm25_search, first_translation
+from optical_lightning.evaluation.translate_test import WordTranslator, bm25_search, first_translation, load_translator
 from optical_lightning.models.tiny import tiny_encoder
 from optical_lightning.prepare import build as build_module
 from optical_lightning.prepare.build import BuildConfig, build
@@ -181,34 +181,33 @@ def write_dictionary(path: Path) -> Path:
     return path
 
 
-def test_suite_evaluates_translate_test_stages_on_retrieval_and_translation_sets(tmp_path, caplog):
-    suite = EvalSuite(str(EVAL), "sw", ["afriqa", "tico19-test"], cache_dir=str(tmp_path / "cache"),
-                      translate_test=True, dictionary=str(write_dictionary(tmp_path / "sw-en.tsv")))
-    with caplog.at_level(logging.INFO, logger="optical_lightning.evaluation.suite"):
+def test_retrieval_evaluates_translate_test_stages_on_retrieval_and_translation_sets(tmp_path, caplog):
+    suite = RetrievalEvaluator.from_settings(str(EVAL), "sw", ["afriqa", "tico19-test"], cache_dir=str(tmp_path / "cache"))
+    translator, why = load_translator(write_dictionary(tmp_path / "sw-en.tsv"), "sw")
+    assert why is None
+    with caplog.at_level(logging.INFO, logger="optical_lightning.evaluation.retrieval"):
         suite.load()
         teacher = tiny_encoder(seed=0, frozen=True)
-        assert suite.translate_stages == ("translate_dense", "translate_bm25")
-        dense = suite.evaluate(teacher, teacher, "translate_dense")
-        bm25 = suite.evaluate(teacher, teacher, "translate_bm25")
+        encoders = Encoders(tiny_encoder(seed=1), teacher, translator)
+        dense = suite(encoders, "translate_dense")
+        bm25 = suite(encoders, "translate_bm25")
     assert set(dense) == set(bm25) == {"afriqa-sw-en", "tico19-test-sw-en"}
     assert set(bm25["afriqa-sw-en"]) == {"nDCG@10", "RR@10", "R@100", "P@1"}
     assert all(0.0 <= v <= 1.0 for m in (*dense.values(), *bm25.values()) for v in m.values())
     assert len(suite.per_query["afriqa-sw-en/translate_bm25"]) == 20
     assert suite.translations["afriqa-sw-en"]["swa-test-1"] == "Chama cha FORD-Kenya be founded na who?"
     assert len([r for r in caplog.records if r.getMessage().startswith("translate-test afriqa-sw-en:")]) == 1
-    suite.pseudo.add("tico19-test-sw-en")  # a teacher-graded set (afriqa-passages-dev) is left out
-    assert set(suite.evaluate(teacher, teacher, "translate_bm25")) == {"afriqa-sw-en"}
+    assert suite(Encoders(teacher, teacher), "translate_dense") == {}  # no dictionary, no translate-test row
+    suite.sets.pseudo.add("tico19-test-sw-en")  # a teacher-graded set (afriqa-passages-dev) is left out
+    assert set(suite(encoders, "translate_bm25")) == {"afriqa-sw-en"}
 
 
 @pytest.mark.parametrize("lang,why", [("so", "FreeDict has none for so"), ("sw", "run `make data`")])
 def test_translate_test_without_a_dictionary_is_skipped_with_one_line(lang, why, tmp_path, caplog):
-    suite = EvalSuite(str(EVAL), lang, ["tico19-test"], translate_test=True,
-                      dictionary=str(tmp_path / f"{lang}-en.tsv"))
-    with caplog.at_level(logging.INFO, logger="optical_lightning.evaluation.suite"):
-        suite.load()
-    assert suite.translate_stages == () and why in suite.skipped["translate_test"]
+    with caplog.at_level(logging.INFO, logger="optical_lightning.evaluation.translate_test"):
+        translator, reason = load_translator(tmp_path / f"{lang}-en.tsv", lang)
+    assert translator is None and why in reason
     assert len([r for r in caplog.records if "translate_test skipped" in r.getMessage()]) == 1
-    assert EvalSuite(str(EVAL), "sw", ["tico19-test"]).translate_stages == ()  # off by default
 
 
 def test_summary_columns_grow_only_for_runs_with_translate_test():
@@ -224,8 +223,10 @@ MCQA = FIXTURES / "mcqa" / "afrimmlu"
 def test_mcqa_translate_test_with_a_perfect_translation_answers_as_the_teacher():
     """Oracle: "translating" each Swahili question into its English original must reproduce the teacher's
     own answers exactly (agreement 1, the teacher row's accuracy); the identity translation must not."""
-    mcqa = MCQAEvaluator("afrimmlu-sw", str(MCQA / "sw.test.jsonl"), str(MCQA / "en.test.jsonl"), teacher_row=True)
-    questions = mcqa.load()
+    mcqa = MCQAEvaluator.from_settings("afrimmlu-sw", str(MCQA / "sw.test.jsonl"), str(MCQA / "en.test.jsonl"),
+                                       teacher_row=True)
+    mcqa.load()
+    questions = mcqa.questions
     english = {q.question: e.question for q, e in zip(questions, mcqa.english)}
     teacher = tiny_encoder(seed=0)
     perfect = mcqa.evaluate_translated(english.__getitem__, teacher)["afrimmlu-sw"]
@@ -237,7 +238,7 @@ def test_mcqa_translate_test_with_a_perfect_translation_answers_as_the_teacher()
 
 
 def test_run_reports_the_translate_test_stages(tmp_path):
-    cfg = compose_config(*TINY_MODELS, "distill=none", f"eval.data_dir={EVAL}", "eval.sets=[afriqa,tico19-test]",
+    cfg = compose_config(*TINY_MODELS, "distill=none", f"retrieval.data_dir={EVAL}", "retrieval.sets=[afriqa,tico19-test]",
                          "eval.translate_test=true", f"eval.dictionary={write_dictionary(tmp_path / 'sw-en.tsv')}",
                          f"mcqa.path={MCQA / 'sw.test.jsonl'}", f"mcqa.reference={MCQA / 'en.test.jsonl'}",
                          f"paths.root_dir={tmp_path}", output_dir=tmp_path / "run")

@@ -14,7 +14,7 @@ import torch
 import yaml
 from conftest import FIXTURES
 
-from optical_lightning.evaluation import EvalSuite, load_retrieval_dir
+from optical_lightning.evaluation import RetrievalEvaluator, load_retrieval_dir
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.datasets import read_docs, read_queries
 from optical_lightning.models.from_config import encoder_from_config
@@ -129,7 +129,7 @@ def test_zero_cutoffs_are_refused_where_metrics_are_parsed(tmp_path, capsys):
     one_line_error(capsys, "nDCG@0", ">= 1")
     assert not out.exists()
     with pytest.raises(ConfigError, match=r"metric P@0: the cutoff @0 must be an integer >= 1"):
-        EvalSuite(str(FIXTURES / "eval"), "sw", "afriqa", metrics=["nDCG@10", "P@0"])
+        RetrievalEvaluator.from_settings(str(FIXTURES / "eval"), "sw", "afriqa", metrics=["nDCG@10", "P@0"])
 
 
 # ---------------------------------------------------------------- retrieval TSVs

@@ -129,11 +129,11 @@ def test_report_preset_is_the_default_recipe_on_the_same_queries(tmp_path):
 
     cfg = compose_config("experiment=report", "seed=3", output_dir=tmp_path)
     default = compose_config(output_dir=tmp_path)
-    assert cfg.eval.seed == 0 and cfg.eval.max_queries == 500  # not the run seed: every job, same queries
+    assert cfg.retrieval.seed == 0 and cfg.retrieval.max_queries == 500  # not the run seed: every job, same queries
     assert cfg.data.teacher_cache and not cfg.save_student and not cfg.keep_checkpoints
     # fp32 on every machine: trainer=cpu would pick bf16 where the CPU has it, and a study resumed on
     # another machine would then refuse (or mix) its earlier jobs
-    assert cfg.trainer.precision == "32-true" and str(cfg.eval.precision) == "32"
+    assert cfg.trainer.precision == "32-true" and str(cfg.retrieval.precision) == "32"
     for key in ("trainer.max_steps", "optim", "distill", "ot", "student", "data.bucket_batches", "data.batch_size"):
         node_a, node_b = cfg, default
         for k in key.split("."):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, SW_BITEXT, TINY_MODELS, cli_env, run_cli
 
-EVAL = (f"eval.data_dir={FIXTURES / 'eval'}", "eval.sets=[tico19-test,afriqa]")
+EVAL = (f"retrieval.data_dir={FIXTURES / 'eval'}", "retrieval.sets=[tico19-test,afriqa]")
 NO_DROPOUT = ("student.dropout=0", "teacher.dropout=0")  # so one big batch and two half batches agree
 
 
@@ -69,7 +69,7 @@ def test_a_run_killed_by_sigterm_resumes_to_the_same_result(tmp_path):
     common = [*TINY_MODELS, *EVAL, f"data.train={SW_BITEXT}", "data.val_size=32", "callbacks=default",
               "callbacks.plan_figure=null",
               "data.batch_size=4", "trainer.max_steps=300", "callbacks.model_checkpoint.every_n_train_steps=10",
-              "trainer.precision=32-true", "eval.precision=32"]
+              "trainer.precision=32-true", "retrieval.precision=32"]
     (tmp_path / "ref").mkdir()
     reference = run_cli(*common, cwd=tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_a_run_killed_by_sigterm_resumes_to_the_same_result(tmp_path):
 
 @pytest.mark.slow  # 65-80 s on 2 cores: submitit starts a process per job (make test-full)
 def test_submitit_local_launcher_runs_the_sweep(tmp_path):
-    proc = run_cli(*TINY_MODELS, "eval.sets=[]", f"data.train={SW_BITEXT}", "trainer.max_steps=2",
+    proc = run_cli(*TINY_MODELS, "retrieval.sets=[]", f"data.train={SW_BITEXT}", "trainer.max_steps=2",
                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=1,2",
                    cwd=tmp_path, multirun=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, SO_BITEXT, SW_BITEXT, TINY, TINY_MODELS, cli_env, compose_config, run_cli
 
-EVAL = (f"eval.data_dir={FIXTURES / 'eval'}", "eval.sets=[tico19-test,afriqa]")
+EVAL = (f"retrieval.data_dir={FIXTURES / 'eval'}", "retrieval.sets=[tico19-test,afriqa]")
 
 
 def split_fixtures(tmp_path: Path) -> tuple[str, str]:
@@ -66,7 +66,7 @@ def test_summarize_names_a_missing_folder(tmp_path):
 
 @pytest.mark.slow  # ~27 s: the schedule itself is tested in test_mixing.py; this is the CLI path (make test-full)
 def test_sequential_schedule_runs_from_the_cli(tmp_path):
-    proc = run_cli(*TINY_MODELS, "eval.sets=[]", *split_fixtures(tmp_path), "experiment=smoke", "domain=medical",
+    proc = run_cli(*TINY_MODELS, "retrieval.sets=[]", *split_fixtures(tmp_path), "experiment=smoke", "domain=medical",
                    "domain.schedule=sequential", "domain.ratio=0.25", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/smoke/runs/*/results.json")]

@@ -42,7 +42,7 @@ from optical_lightning.utils.errors import (
     user_error,
 )
 
-EVAL = (f"eval.data_dir={SW_BITEXT.parent / 'eval'}", "eval.sets=[afriqa]")
+EVAL = (f"retrieval.data_dir={SW_BITEXT.parent / 'eval'}", "retrieval.sets=[afriqa]")
 # the probe's command: 3 steps of batch 8 on 200 pairs, a retrieval set before and after training
 B = ("teacher=tiny", "student=tiny", "trainer.max_steps=3", f"data.train={SW_BITEXT}", "data.val_size=8",
      "data.batch_size=8", *EVAL, "mcqa=none", "logger=csv", "trainer.enable_progress_bar=false",
