@@ -39,6 +39,8 @@ class StepOutputs:
     teacher_ids: Tensor  # input ids of both sides (token weights, idf)
     student_ids: Tensor
     student_en: Tensor | None = None  # the student's pooled English, when a term asks for it
+    student_en_out: EncoderOutput | None = None  # ... and its whole output (token clouds: losses/anchor.py)
+    student_en_ids: Tensor | None = None
     teacher_idf: Tensor | None = None
     student_idf: Tensor | None = None
     # the teacher's pooled vectors of the global batch and this rank's first row (DDP; see contrastive.py)

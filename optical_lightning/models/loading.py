@@ -38,6 +38,7 @@ def load_encoder(
     lora: dict | None = None,
     cache_dir: str | None = None,
     setting: str = "model_name_or_path",
+    teacher: object = None,
 ) -> Encoder:
     """Build an :class:`Encoder` from a hub id or a local folder (the ``_target_`` of model configs).
 
@@ -46,6 +47,8 @@ def load_encoder(
     ``setting`` names where the model was configured (``teacher.model_name_or_path``), for messages.
     ``trainable_layers=k`` trains only the top ``k`` transformer layers (and the projection);
     ``lora={r, alpha, dropout, target_modules}`` trains low-rank adapters instead of the weights.
+    ``teacher`` (the pipeline passes it to every student builder, for
+    :func:`~optical_lightning.models.causal_lm.adapt_student`) is not needed: an encoder student has its own weights.
     """
     if trainable_layers is not None and lora is not None and not frozen:  # before minutes of loading
         raise ConfigError(f"student.trainable_layers={trainable_layers} and student.lora both choose what trains: "

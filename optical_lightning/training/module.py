@@ -124,12 +124,13 @@ class DistillationModule(pl.LightningModule):
     def step_outputs(self, teacher_en: EncoderOutput, batch: dict[str, dict[str, Tensor]]) -> StepOutputs:
         """The student's outputs of ``batch`` beside the teacher's, for the loss terms."""
         student_tgt = self.student(batch["student_tgt"])  # before the English side: dropout draws in this order
-        student_en = self.student(batch["student_en"]).pooled \
-            if "student_en" in batch and self.needs_student_en else None
+        student_en = self.student(batch["student_en"]) if "student_en" in batch and self.needs_student_en else None
         return StepOutputs(teacher=teacher_en, student=student_tgt,
                            teacher_ids=batch["teacher_en"]["input_ids"], student_ids=batch["student_tgt"]["input_ids"],
-                           student_en=student_en, teacher_idf=self.teacher_idf, student_idf=self.student_idf,
-                           gather=self._global_targets)
+                           student_en=student_en.pooled if student_en is not None else None,
+                           student_en_out=student_en,
+                           student_en_ids=batch["student_en"]["input_ids"] if student_en is not None else None,
+                           teacher_idf=self.teacher_idf, student_idf=self.student_idf, gather=self._global_targets)
 
     def _global_targets(self, teacher_pooled: Tensor) -> tuple[Tensor, int]:
         """The teacher's vectors of the global batch and this rank's first row (see losses/contrastive.py)."""

@@ -157,7 +157,8 @@ def train(cfg: DictConfig, loggers: list[Any]) -> dict[str, Any]:
     claim_run_dir(cfg, plan)
 
     teacher = build(cfg.teacher, "teacher", frozen=True)
-    student = build(cfg.student, "student", target_dim=teacher.dim)
+    # the teacher too: a language-model student wraps the teacher's own weights (models/causal_lm.py)
+    student = build(cfg.student, "student", target_dim=teacher.dim, teacher=teacher)
     record = RunRecord(plan, timing={"load_s": time.time() - started})
     encoders = Encoders(student, teacher, parts.translator)
     for stage in parts.stages_before_training():
