@@ -22,7 +22,8 @@ MAX_TOP_LEVEL_MODULES = 8
 #: Lowest first. A module may import its own layer and the layers before it, never one after it.
 #: (``training`` is the orchestrator: its pipeline evaluates and publishes, so it sits above evaluation and
 #: reporting; ``data`` batches with the encoders' tokenizers and caches their outputs, so it sits above models.)
-LAYERS = ("utils", "models", "losses", "data", "prepare", "evaluation", "search", "reporting", "training")
+LAYERS = ("utils", "models", "losses", "data", "prepare", "evaluation", "search", "mcqa_score", "reporting",
+          "training")
 ROOT_LAYER = len(LAYERS)  # ``optical_lightning/__init__.py``: may import anything, nothing may import it
 
 
