@@ -41,15 +41,15 @@ from typing import Any
 import torch
 
 from optical_lightning.evaluation.mcqa import accuracy_report
-from optical_lightning.evaluation.protocol import Encoders, Evaluator, HeldOut, Metrics
-from optical_lightning.evaluation.questions import LETTERS, MCQuestion, QuestionSet
+from optical_lightning.evaluation.protocol import Encoders, Metrics
+from optical_lightning.evaluation.questions import LETTERS, MCQuestion, QuestionSet, QuestionsEvaluator
 from optical_lightning.evaluation.stages import Stage
 from optical_lightning.utils.atomic import atomic_write_json
 from optical_lightning.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
-#: the probe's English prompt (/work/shared/notes/offline-lm.md), the same for every language
+#: the English prompt of the first probe (../shared/notes/offline-lm.md), the same for every language
 DEFAULT_TEMPLATE = ("The following is a multiple choice question about {subject}.\n\n{question}\n"
                     "A. {option_a}\nB. {option_b}\nC. {option_c}\nD. {option_d}\nAnswer:")
 FIELDS = ("subject", "question", "option_a", "option_b", "option_c", "option_d")
@@ -218,7 +218,7 @@ def _dtype(lm: Any, owner: Any = None) -> str:
     return str(p.dtype) if p is not None else str(getattr(lm, "dtype", "unknown"))
 
 
-class LoglikMCQA(Evaluator):
+class LoglikMCQA(QuestionsEvaluator):
     """Multiple-choice accuracy of a language-model teacher and student by letter log-likelihood (see the
     module docstring): accuracy with its 95% Wilson interval, chance, per subject and group, agreement with
     the teacher's English answers, and every question's four log-likelihoods in ``mcqa.json``.
@@ -257,25 +257,7 @@ class LoglikMCQA(Evaluator):
         questions = QuestionSet(path, reference, lang, languages, optional, max_questions, subjects, seed)
         return cls(name, questions, template, batch_size, cache_dir, split)
 
-    @property
-    def questions(self) -> list[MCQuestion]:
-        return self.set.questions
-
-    @property
-    def english(self) -> list[MCQuestion]:
-        return self.set.english
-
     # ------------------------------------------------------------------ protocol
-    def load(self, held_out: HeldOut = HeldOut()) -> None:  # noqa: B008
-        """Read (and subsample) the questions before models load; a missing optional file is skipped, said once."""
-        if not self.set.load() and self.set.skipped:
-            self.skipped[self.name] = self.set.skipped
-            log.warning("mcqa %s skipped: %s", self.name, self.set.skipped)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.set.questions)
-
     def __call__(self, encoders: Encoders, stage: Stage | str) -> Metrics:
         """Result name -> accuracy report of ``stage`` (nothing for BM25, or translate-test without a dictionary)."""
         if not self.questions:

@@ -44,12 +44,13 @@ import torch
 
 from optical_lightning.evaluation.cache import EmbeddingCache, document_embeddings
 from optical_lightning.evaluation.distributed import encode_shared
-from optical_lightning.evaluation.protocol import Encoders, Encoding, Evaluator, HeldOut, Metrics
+from optical_lightning.evaluation.protocol import Encoders, Encoding, Metrics
 from optical_lightning.evaluation.questions import (  # noqa: F401 - the readers, importable from here too
     LETTERS,
     MEDICAL_SUBJECTS,
     MCQuestion,
     QuestionSet,
+    QuestionsEvaluator,
     load_hf_mcqa,
     read_mcqa,
     read_parallel,
@@ -124,7 +125,7 @@ def accuracy_report(questions: list[MCQuestion], predicted: torch.Tensor,
     return {**report, "per_group": groups, "per_subject": table(lambda q: q.subject), "predicted": predicted_list}
 
 
-class MCQAEvaluator(Evaluator):
+class MCQAEvaluator(QuestionsEvaluator):
     """Multiple-choice accuracy of a run's encoders on one question set (see the module docstring).
 
     Args:
@@ -163,25 +164,7 @@ class MCQAEvaluator(Evaluator):
         questions = QuestionSet(path, reference, lang, languages, optional, max_questions, subjects, seed)
         return cls(name, questions, modes, teacher_row, Encoding(batch_size, precision, cache_dir), split)
 
-    @property
-    def questions(self) -> list[MCQuestion]:
-        return self.set.questions
-
-    @property
-    def english(self) -> list[MCQuestion]:
-        return self.set.english
-
     # ------------------------------------------------------------------ protocol
-    def load(self, held_out: HeldOut = HeldOut()) -> None:  # noqa: B008
-        """Read (and subsample) the questions before models load; a missing optional file is skipped, said once."""
-        if not self.set.load() and self.set.skipped:
-            self.skipped[self.name] = self.set.skipped
-            log.warning("mcqa %s skipped: %s", self.name, self.set.skipped)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.set.questions)
-
     def __call__(self, encoders: Encoders, stage: Stage | str) -> Metrics:
         """Result name -> accuracy report of ``stage`` (nothing for BM25, or the teacher row when it is off)."""
         if not self.questions:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optical_lightning.evaluation.protocol import Evaluator, HeldOut
 from optical_lightning.utils.errors import ConfigError, DataError, as_list, require_int
 from optical_lightning.utils.textfiles import jsonl_rows, read_lines
 
@@ -208,3 +209,30 @@ class QuestionSet:
         self.questions = subsample(questions, self.max_questions, self.seed)
         self.english = [version[q.id] for q in self.questions]
         return self.questions
+
+
+class QuestionsEvaluator(Evaluator):
+    """What every multiple-choice evaluator shares: its :class:`QuestionSet` (``self.set``), read before any
+    model loads, and a missing optional file skipped with one warning. Subclasses set ``name`` and ``set``."""
+
+    name: str
+    set: QuestionSet
+
+    @property
+    def questions(self) -> list[MCQuestion]:
+        return self.set.questions
+
+    @property
+    def english(self) -> list[MCQuestion]:
+        """The English version of each question (the reference file's, or the question itself)."""
+        return self.set.english
+
+    def load(self, held_out: HeldOut = HeldOut()) -> None:  # noqa: B008
+        """Read (and subsample) the questions before models load; a missing optional file is skipped, said once."""
+        if not self.set.load() and self.set.skipped:
+            self.skipped = {self.name: self.set.skipped}
+            log.warning("mcqa %s skipped: %s", self.name, self.set.skipped)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.set.questions)
