@@ -76,11 +76,12 @@ class RetrievalSets:
                 found[name] = set(found[base])
         return {name: sorted(langs) for name, langs in sorted(found.items())}
 
-    def load(self) -> dict[str, RetrievalSet]:
+    def load(self, required: bool = True) -> dict[str, RetrievalSet]:
         """Read every configured set present for the language (cheap; done before models load).
 
         A missing set is skipped with a log line (AfriQA has no Somali), with a warning when it exists
-        for no language at all (a typo?); when none is left, the error lists the sets there are.
+        for no language at all (a typo?); when none is left, the error (a warning where not ``required``:
+        the run's held-out pairs still evaluate) lists the sets there are.
         """
         available = self.available()
         if self.names and not available:
@@ -96,9 +97,12 @@ class RetrievalSets:
                 self.sets[rs.name] = rs.subsample_queries(self.max_queries, self.seed)
         if self.names and not self.sets:
             here = [n for n, langs in available.items() if self.lang in langs]
-            raise DataError(f"none of the evaluation sets {self.names} exists for lang={self.lang} under "
-                            f"{self.data_dir}; the sets for {self.lang} are: {', '.join(here) or 'none'} (set "
-                            f"retrieval.sets to some of them, or retrieval.sets=[] to train without evaluation)")
+            why = (f"none of the evaluation sets {self.names} exists for lang={self.lang} under {self.data_dir}; the "
+                   f"sets for {self.lang} are: {', '.join(here) or 'none'}")
+            if required:
+                raise DataError(f"{why} (set retrieval.sets to some of them, or retrieval.sets=[] to train without "
+                                f"evaluation)")
+            log.warning("%s: evaluating the held-out training pairs only", why)
         return self.sets
 
     def _read(self, name: str) -> RetrievalSet | None:

@@ -247,3 +247,16 @@ def test_passages_dev_set_is_graded_by_the_teachers_english_ranking(tmp_path):
     assert len(qrels) == 8 and all(sorted(g.values()) == list(range(1, 11)) for g in qrels.values())
     assert same == pytest.approx(1.0) and other < 0.9
     assert "afriqa-passages-dev-sw-en" not in suite(Encoders(teacher, teacher), "teacher_en")
+
+
+def test_held_out_pairs_alone_still_evaluate_where_no_named_set_exists_for_the_language(caplog):
+    """A Somali language-model run names Swahili dev sets: its own held-out pairs are then the dev proxy."""
+    from optical_lightning.data.bitext import read_bitext
+    from optical_lightning.evaluation import HeldOut
+
+    pairs = read_bitext(SW_BITEXT, "sw")[:20]
+    suite = retrieval(EVAL, "so", ["afriqa-questions-dev"], bitext_val_long=0)
+    suite.load(HeldOut(pairs))
+    assert list(suite.sets.sets) == ["bitext-val"] and "evaluating the held-out training pairs only" in caplog.text
+    with pytest.raises(DataError, match="none of the evaluation sets"):
+        retrieval(EVAL, "so", ["afriqa-questions-dev"]).load()  # nothing at all to evaluate: still an error
