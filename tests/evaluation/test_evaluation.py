@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES, SW_BITEXT
 
-from optical_lightning.evaluation import Encoders, RetrievalEvaluator, RetrievalSets, evaluate_run, load_retrieval_dir, load_translation_set
+from optical_lightning.evaluation import (
+    Encoders,
+    RetrievalEvaluator,
+    RetrievalSets,
+    evaluate_run,
+    load_retrieval_dir,
+    load_translation_set,
+)
 from optical_lightning.evaluation.cache import EmbeddingCache, pack, unpack
 from optical_lightning.evaluation.datasets import RetrievalSet
 from optical_lightning.evaluation.scoring import maxsim_search, pooled_search

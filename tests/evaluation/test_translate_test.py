@@ -23,7 +23,12 @@ from rich.console import Console
 
 from optical_lightning.evaluation import Encoders, RetrievalEvaluator
 from optical_lightning.evaluation.mcqa import MCQAEvaluator
-from optical_lightning.evaluation.translate_test import WordTranslator, bm25_search, first_translation, load_translator
+from optical_lightning.evaluation.translate_test import (
+    WordTranslator,
+    bm25_search,
+    first_translation,
+    load_translator,
+)
 from optical_lightning.models.tiny import tiny_encoder
 from optical_lightning.prepare import build as build_module
 from optical_lightning.prepare.build import BuildConfig, build
