@@ -52,7 +52,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from optical_lightning.models.checks import check_tokenizer, check_weight_files
+from optical_lightning.models.checks import check_tokenizer, check_weight_files, read_plain_fields
 from optical_lightning.models.encoder import Encoder, EncoderOutput, Role
 from optical_lightning.models.registry import resolve_model
 from optical_lightning.utils.atomic import atomic_dir
@@ -535,18 +535,4 @@ def read_lm_config(folder: Path) -> dict:
     if not file.is_file():
         raise ModelLoadError(f"{folder} is not a saved optical-lightning language model (no {LM_CONFIG}); copy the "
                              f"whole saved folder again")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{file}: not readable JSON ({e}); copy the whole saved folder again") from e
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{file}: expected a JSON object of settings; copy the whole saved folder again")
-    cfg = {}
-    for key, (types, nullable, default) in _LM_FIELDS.items():
-        value = raw.get(key, default)
-        ok = (value is None and nullable) or (isinstance(value, types) and (bool in types or not isinstance(value, bool)))
-        if not ok:
-            wanted = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
-            raise ModelLoadError(f"{file}: '{key}' is {value!r}, expected {wanted}; copy the whole saved folder again")
-        cfg[key] = value
-    return cfg
+    return read_plain_fields(file, _LM_FIELDS, "settings")

@@ -9,7 +9,9 @@ NaN weights rank documents at random, and a truncated ``model.safetensors`` fail
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from torch import nn
@@ -72,3 +74,23 @@ def check_weight_files(folder: Path) -> None:
             raise ModelLoadError(f"{path} is truncated or corrupt ({why}); the folder {folder} cannot be loaded: "
                                  f"save or copy the model into it again (a converted copy in a cache folder: "
                                  f"delete {folder} and it is rebuilt)")
+
+
+def read_plain_fields(file: Path, fields: dict[str, tuple[tuple[type, ...], bool, Any]], what: str) -> dict[str, Any]:
+    """The fields ``{name: (types, nullable, default)}`` of a saved folder's JSON settings file, each checked for
+    its type (nothing in a shared folder is imported or called); anything else is a one-line :class:`ModelLoadError`."""
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{file}: not readable JSON ({e}); copy the whole saved folder again") from e
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{file}: expected a JSON object of {what}; copy the whole saved folder again")
+    cfg = {}
+    for key, (types, nullable, default) in fields.items():
+        value = raw.get(key, default)
+        ok = (value is None and nullable) or (isinstance(value, types) and (bool in types or not isinstance(value, bool)))
+        if not ok:
+            wanted = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
+            raise ModelLoadError(f"{file}: '{key}' is {value!r}, expected {wanted}; copy the whole saved folder again")
+        cfg[key] = value
+    return cfg

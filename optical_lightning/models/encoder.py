@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from optical_lightning.models.backbone import load_backbone
-from optical_lightning.models.checks import check_tokenizer, safetensors_problem
+from optical_lightning.models.checks import check_tokenizer, read_plain_fields, safetensors_problem
 from optical_lightning.models.layers import fixed_modules, freeze_below_top, split_views
 from optical_lightning.models.lora import inject_lora, merged_lora_state, save_lora_adapter
 from optical_lightning.models.st_export import write_sentence_transformers_modules
@@ -346,21 +346,7 @@ def read_encoder_config(folder: Path) -> dict:
     """The plain fields of ``folder/optical_encoder.json``, each checked for its type (strings,
     integers, booleans, null): a wrong or missing one is a one-line :class:`ModelLoadError`."""
     file = folder / ENCODER_CONFIG
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{file}: not readable JSON ({e}); copy the whole saved folder again") from e
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{file}: expected a JSON object of encoder settings; copy the whole saved folder again")
-    cfg = {}
-    for key, (types, nullable, default) in _ENCODER_FIELDS.items():
-        value = raw.get(key, default)
-        ok = (value is None and nullable) or (
-            isinstance(value, types) and (bool in types or not isinstance(value, bool)))
-        if not ok:
-            wanted = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
-            raise ModelLoadError(f"{file}: '{key}' is {value!r}, expected {wanted}; copy the whole saved folder again")
-        cfg[key] = value
+    cfg = read_plain_fields(file, _ENCODER_FIELDS, "encoder settings")
     if cfg["pooling"] not in ("mean", "cls"):
         raise ModelLoadError(f"{file}: 'pooling' is {cfg['pooling']!r}, expected 'mean' or 'cls'")
     for key in ("max_length", "passage_max_length", "projection_dim"):
