@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from optical_lightning.evaluation.loglik import (
     continuation_logliks,
     encode_pair,
     format_prompt,
+    letter_distribution_report,
     question_logliks,
     resolve_template,
 )
@@ -279,6 +281,19 @@ def test_agreement_is_one_when_the_student_is_the_teacher(models, tokenizer):
     assert trained["afrimmlu-sw-en"]["agreement"] == 1.0
     english = evaluator(None, reference=None, path=EN)(same, Stage.TRAINED)  # an English file, no reference
     assert list(english) == ["afrimmlu-sw"] and english["afrimmlu-sw"]["agreement"] == 1.0
+
+
+def test_gold_probability_and_kl_by_hand():
+    """Two questions solved by hand: letter likelihoods (log 1/2, log 1/4, log 1/8, log 1/8) renormalise to
+    themselves; against a reference that puts all but 3e-13 of its mass on one letter, KL = -log p(that letter)."""
+    half = torch.tensor([0.5, 0.25, 0.125, 0.125]).log()
+    questions = [dataclasses.replace(q, answer=a) for q, a in zip(read_mcqa(SW)[:2], (0, 2))]
+    sure_b = torch.tensor([0.0, 30.0, 0.0, 0.0])  # the reference is certain of B
+    report = letter_distribution_report(questions, torch.stack([half, half - 7.0]), torch.stack([half, sure_b]))
+    assert report["gold_prob"] == pytest.approx((0.5 + 0.125) / 2)  # a shift of all four changes nothing
+    assert report["kl_to_reference"] == pytest.approx((0.0 + -math.log(0.25)) / 2, abs=1e-6)  # float32 inputs
+    same = letter_distribution_report(questions, torch.stack([half, sure_b]), torch.stack([half, sure_b]))
+    assert same["kl_to_reference"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_an_embedding_encoder_is_a_one_line_error(models, tokenizer):
