@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -46,7 +47,14 @@ def rows(run: Path, against: Path | None = None) -> list[tuple[str, str, dict[st
             return out  # not the same questions: nothing to pair
         answers, teacher = mcqa["answers"], mcqa["teacher_en_predicted"]
         for name in mcqa["stages"].get("trained", {}):
-            z = other["stages"][base_stage][name]["predicted"]
+            # a language model's NAME-en row (the student on the English questions) pairs with the base model
+            # on the same English questions: the teacher_en stage's NAME
+            stage, base_name = base_stage, name
+            if name not in other["stages"].get(base_stage, {}) and name.endswith("-en") and against is None:
+                stage, base_name = "teacher_en", name.removesuffix("-en")
+            if base_name not in other["stages"].get(stage, {}):
+                continue
+            z = other["stages"][stage][base_name]["predicted"]
             t = mcqa["stages"]["trained"][name]["predicted"]
             for metric, ref in (("accuracy", answers), ("agreement", teacher)):
                 if ref is None:
@@ -54,6 +62,21 @@ def rows(run: Path, against: Path | None = None) -> list[tuple[str, str, dict[st
                 a = [float(p == r) for p, r in zip(t, ref)]
                 b = [float(p == r) for p, r in zip(z, ref)]
                 out.append((name, metric, paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
+            if "loglik" in mcqa["stages"]["trained"][name] and "loglik" in other["stages"][stage][base_name]:
+                # a language model's letter likelihoods: the probability of the right letter, far less noisy
+                a = gold_probs(mcqa["stages"]["trained"][name]["loglik"], answers)
+                b = gold_probs(other["stages"][stage][base_name]["loglik"], answers)
+                out.append((name, "gold_prob", paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
+    return out
+
+
+def gold_probs(logliks: list[list[float]], answers: list[int]) -> list[float]:
+    """Per question, the right letter's share of the letters' probability mass."""
+    out = []
+    for row, answer in zip(logliks, answers):
+        top = max(row)
+        mass = [math.exp(x - top) for x in row]
+        out.append(mass[answer] / sum(mass))
     return out
 
 

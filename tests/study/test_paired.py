@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -79,3 +80,24 @@ def test_sets_without_shared_queries_are_skipped_with_a_note(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "bitext-val: the two runs share no query" in proc.stderr
     assert "| flores200-devtest-sw-en | P@1 | 10 |" in proc.stdout and "| bitext-val |" not in proc.stdout
+
+
+def test_a_language_models_rows_pair_with_the_base_model_and_its_letter_probabilities(tmp_path):
+    """The LM's NAME-en row pairs with the base model on the English questions (teacher_en), and the letter
+    log-likelihoods give the right letter's probability: log(0.5, 0.25, 0.125, 0.125) -> 0.5 when A is right."""
+    half = [math.log(x) for x in (0.5, 0.25, 0.125, 0.125)]
+    flat = [0.0, 0.0, 0.0, 0.0]
+    mcqa = {"answers": [0, 0], "teacher_en_predicted": [0, 0],
+            "stages": {"teacher_en": {"afrimmlu-sw": {"predicted": [0, 0], "loglik": [half, half]}},
+                       "zero_shot": {"afrimmlu-sw": {"predicted": [0, 0], "loglik": [flat, flat]}},
+                       "trained": {"afrimmlu-sw": {"predicted": [0, 0], "loglik": [half, flat]},
+                                   "afrimmlu-sw-en": {"predicted": [0, 1], "loglik": [half, half]}}}}
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "mcqa.json").write_text(json.dumps(mcqa))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "paired.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in proc.stdout.splitlines()[2:] if line}
+    assert "| 2 | 0.250 | 0.375 | +0.125 [" in rows[("afrimmlu-sw", "gold_prob")]  # (0.25 + 0.25) -> (0.5 + 0.25)
+    assert "| 2 | 1.000 | 0.500 | -0.500 [" in rows[("afrimmlu-sw-en", "accuracy")]  # against teacher_en: 2 -> 1 right
+    assert "| 2 | 0.500 | 0.500 | +0.000 [" in rows[("afrimmlu-sw-en", "gold_prob")]
