@@ -53,7 +53,7 @@ run: install data/manifest.json  ## the default job: distil an OPTICAL Swahili s
 reasoning: install-lm data/manifest.json  ## the language-model job: OPTICAL on a causal LM, AfriMMLU by letter likelihood
 	$(PYTHON) run.py experiment=reasoning $(ARGS)
 
-bench: install data/manifest.json  ## time steps, teacher cache, evaluation and the OT head: outputs/bench/bench.{json,md}
+bench: install-lm data/manifest.json  ## time steps, caches, evaluation, the OT head and the language model: outputs/bench/bench.{json,md}
 	$(PYTHON) experiments/bench.py $(ARGS)
 
 # The study of experiments/REPORT.md (second edition): each line is one multirun part of conf/experiment/report.yaml,

@@ -18,7 +18,7 @@ from tokenizers import models as tokenizer_models
 from tokenizers.models import WordPiece
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from optical_lightning.models.causal_lm import CausalLMEncoder
+from optical_lightning.models.causal_lm import CausalLMEncoder, resolve_dtype
 from optical_lightning.models.encoder import Encoder
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -115,10 +115,12 @@ def tiny_causal_lm(
     seed: int = 0,
     align_layer: int = 2,
     frozen: bool = True,
+    dtype: str = "32",
     **view_kwargs,
 ) -> CausalLMEncoder:
-    """A randomly initialised (seeded) Qwen2 causal LM in float32, read as an encoder after ``align_layer``
-    decoder layers (the other settings as in :func:`~optical_lightning.models.causal_lm.load_causal_lm`)."""
+    """A randomly initialised (seeded) Qwen2 causal LM, float32 unless ``dtype`` says otherwise, read as an encoder
+    after ``align_layer`` decoder layers (the other settings as in
+    :func:`~optical_lightning.models.causal_lm.load_causal_lm`)."""
     tokenizer = bpe_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
@@ -128,6 +130,6 @@ def tiny_causal_lm(
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        lm = Qwen2ForCausalLM(config).eval()
+        lm = Qwen2ForCausalLM(config).eval().to(resolve_dtype(dtype))
     return CausalLMEncoder(lm, tokenizer, align_layer=align_layer, frozen=frozen,
                            name=f"tiny-qwen2-h{hidden_size}-l{num_layers}-s{seed}", **view_kwargs)

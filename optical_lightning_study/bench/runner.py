@@ -19,11 +19,12 @@ from omegaconf import DictConfig
 
 from optical_lightning.evaluation.datasets import load_retrieval_dir
 from optical_lightning.utils.atomic import atomic_write_json, atomic_write_text
-from optical_lightning.utils.errors import DataError
+from optical_lightning.utils.errors import ConfigError, DataError
 from optical_lightning.utils.precision import training_precision
 from optical_lightning.utils.resources import machine, peak_rss_mb, prompt_memory_return
 from optical_lightning_study.bench.default_run import latest_default_runs
 from optical_lightning_study.bench.encoding import bench_encoding
+from optical_lightning_study.bench.language_model import bench_language_model, markdown_rows
 from optical_lightning_study.bench.ot_scaling import bench_ot_scaling
 from optical_lightning_study.bench.steps import StepBench, bench_steps, pick_pairs
 from optical_lightning_study.bench.student_variants import bench_student_variants
@@ -38,6 +39,13 @@ TARGETS: dict[str, tuple[str, float]] = {
     "eval_vs_raw_forward": (">=", 0.9),
     "default_run_wall_s": ("<=", 15 * 60),
     "default_run_peak_rss_mb": ("<=", 6 * 1024),
+    # the language-model rows (bench.language_model; optical_lightning_study/bench/language_model.py)
+    "lm_load_s": ("<=", 15.0),
+    "lm_scoring_vs_bare_forward": (">=", 0.9),
+    "lm_step_bf16_s": ("<=", 4.0),
+    "lm_teacher_cache_of_bound": (">=", 0.9),
+    "reasoning_run_wall_s": ("<=", 30 * 60),
+    "reasoning_run_peak_rss_mb": ("<=", 12 * 1024),
 }
 
 
@@ -65,14 +73,35 @@ def check_targets(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]
 
 
 def run_bench(cfg: DictConfig) -> dict[str, Any]:
+    """Every part in ``bench.parts`` (``retrieval``: the encoder student's steps, encoding, OT head and default run;
+    ``language_model``: the reasoning job's rows), then the targets of the figures measured."""
     b = cfg.bench
+    parts = list(b.parts)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise ConfigError(f"bench.parts={parts}: choose some of {list(PARTS)}")
     started = time.time()
-    device = _device(b.device)
     torch.manual_seed(cfg.seed)
-    out_dir = Path(b.out_dir)
-    docs, queries = _eval_texts(Path(b.eval_set), b.eval_texts)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    figures: dict[str, Any] = {}
+    results: dict[str, Any] = {"parts": parts, "machine": machine()}
+    for part in parts:
+        results.update(PARTS[part](cfg, datamodule, figures))
+    results.update(bench_wall_s=time.time() - started, bench_peak_rss_mb=peak_rss_mb())
+    results["targets"] = check_targets(figures)
+    out_dir = Path(b.out_dir)
+    atomic_write_text(out_dir / "bench.md", markdown(results))
+    atomic_write_json(out_dir / "bench.json", results)  # last: its presence marks a complete benchmark
+    return results
+
+
+def retrieval_part(cfg: DictConfig, datamodule: Any, figures: dict[str, Any]) -> dict[str, Any]:
+    """The encoder student: training steps per loss, student variants, encoding throughput, the OT head's scaling
+    and the default run's records."""
+    b = cfg.bench
+    device = _device(b.device)
+    docs, queries = _eval_texts(Path(b.eval_set), b.eval_texts)
 
     log.info("loading teacher and student")
     teacher = instantiate(cfg.teacher, frozen=True).to(device)
@@ -109,12 +138,12 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 
     default = latest_default_runs(b.runs_dir)
     reported = default["cold"] or default["warm"]
-    figures: dict[str, Any] = {
+    figures.update({
         "optical_vs_mse_step": median["optical"] / median["mse"],
         "teacher_cache_speedup": steps["teacher_cache"]["live_step_s"] / steps["teacher_cache"]["cached_step_s"],
         "eval_vs_raw_forward": min(e["ratio"] for e in encoding.values()),
         "fast_step_speedup": variants["speedup_vs_full"][f"top{variants['top_layers']}_cached"] if variants else None,
-    }
+    })
     results: dict[str, Any] = {
         **figures,
         "optical_vs_mse_target_only_step": median["optical"] / median["mse_target_only"],
@@ -129,30 +158,56 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         "encoding": encoding,
         "device": str(device),
         "precision": {"training": precision, "eval": str(cfg.retrieval.precision)},
-        "machine": machine(),
-        "bench_wall_s": time.time() - started,
-        "bench_peak_rss_mb": peak_rss_mb(),
     }
     figures["default_run_wall_s"] = reported["wall_s"] if reported else None
     figures["default_run_peak_rss_mb"] = max((r["peak_rss_mb"] for r in default.values() if r), default=None)
-    results["targets"] = check_targets(figures)
-    atomic_write_text(out_dir / "bench.md", markdown(results))
-    atomic_write_json(out_dir / "bench.json", results)  # last: its presence marks a complete benchmark
     return results
 
 
+def language_model_part(cfg: DictConfig, datamodule: Any, figures: dict[str, Any]) -> dict[str, Any]:
+    """The reasoning job's language model (optical_lightning_study/bench/language_model.py), on the CPU."""
+    lm_cfg = cfg.bench.language_model
+    log.info("language model: load, scoring, training steps (bf16 and float32)")
+    head_factory = partial(instantiate, cfg.ot)
+    lm = bench_language_model(cfg, datamodule.train_pairs, lambda loss: head_factory(loss=loss),
+                              instantiate(cfg.optim.optimizer), lm_cfg.warmup, lm_cfg.repeats)
+    fast = lm.get("bf16") or lm["32"]
+    run = lm["reasoning_run"]
+    figures.update({
+        "lm_load_s": fast["load_s"],
+        "lm_scoring_vs_bare_forward": min(lm[d]["scoring"]["ratio"] for d in ("bf16", "32") if d in lm),
+        "lm_step_bf16_s": lm["bf16"]["training"]["steps"]["optical"]["median_s"] if "bf16" in lm else None,
+        "lm_teacher_cache_of_bound": fast["training"]["cache_of_bound"],
+        "reasoning_run_wall_s": run["wall_s"] if run else None,
+        "reasoning_run_peak_rss_mb": run["peak_rss_mb"] if run else None,
+    })
+    return {"language_model": lm}
+
+
+PARTS = {"retrieval": retrieval_part, "language_model": language_model_part}
+
+
 def markdown(r: dict[str, Any]) -> str:
-    """The README table: targets first, then the step, encoding and OT-scaling details."""
+    """The README table: targets first, then the step, encoding, OT-scaling and language-model details."""
     m = r["machine"]
-    lines = [f"Measured by `make bench` on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, device {r['device']}, "
-             f"training precision {r['precision']['training']}), {m['time']}; the whole benchmark took "
-             f"{r['bench_wall_s'] / 60:.1f} min.", "",
+    where = (f", device {r['device']}, training precision {r['precision']['training']}" if "device" in r else "")
+    lines = [f"Measured by `make bench` (parts: {', '.join(r['parts'])}) on {m['cpu']} ({m['cores']} cores, torch "
+             f"{m['torch']}{where}), {m['time']}; the whole benchmark took {r['bench_wall_s'] / 60:.1f} min.", "",
              "| figure | measured | target | met |", "|---|---|---|---|"]
     for key, check in r["targets"].items():
         value = check["value"]
-        shown = "no run recorded" if value is None else f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+        shown = "not measured" if value is None else f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
         met = "–" if check["met"] is None else "yes" if check["met"] else "**no**"
         lines.append(f"| `{key}` | {shown} | {check['target']} | {met} |")
+    if "steps" in r:
+        lines += _retrieval_markdown(r)
+    if r.get("language_model"):
+        lines += markdown_rows(r["language_model"])
+    return "\n".join(lines) + "\n"
+
+
+def _retrieval_markdown(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     s = r["steps"]
     lines += ["", f"Training step, batch {s['batch']['pairs']}, {s['batch']['teacher_tokens']:.0f} teacher / "
               f"{s['batch']['student_tokens']:.0f} student tokens a side (median of the timed steps):", "",
@@ -204,4 +259,4 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {state} | {rec['wall_s'] / 60:.1f} | {rec['peak_rss_mb'] / 1024:.2f} | `{rec['results']}` |")
         else:
             lines.append(f"| {state} | no run recorded | | |")
-    return "\n".join(lines) + "\n"
+    return lines

@@ -21,7 +21,13 @@ TINY_BENCH = ("teacher=tiny", "student=tiny", f"data.train={SW_BITEXT}",
               "bench.ot_batches_tokens=8", "bench.batch_size=4", "bench.warmup=1", "bench.repeats=2",
               "bench.eval_repeats=1", "bench.ot_repeats=1", "bench.student_variants.top_layers=1",
               "bench.student_variants.compile=false", "bench.student_variants.sampler_batches=2",
-              "bench.student_variants.bucket_batches=4")
+              "bench.student_variants.bucket_batches=4", "bench.parts=[retrieval]")
+# the language-model rows on the tiny causal LM: the reasoning job's configs swapped for tiny ones
+TINY_LM_BENCH = ("teacher@bench.language_model.teacher=tiny_lm", "student@bench.language_model.student=tiny_lm",
+                 f"data.train={SW_BITEXT}", "bench.parts=[language_model]", "bench.language_model.questions=6",
+                 f"bench.language_model.mcqa.path={FIXTURES / 'mcqa' / 'afrimmlu' / 'sw.test.jsonl'}",
+                 "bench.language_model.batch_size=4", "bench.language_model.tokens=12",
+                 "bench.language_model.repeats=2")
 
 
 def run_bench(*overrides: str, cwd) -> subprocess.CompletedProcess:
@@ -69,6 +75,33 @@ def test_tiny_bench_writes_every_figure(tmp_path):
                                      "default_run_wall_s", "default_run_peak_rss_mb"}
     table = (tmp_path / "outputs" / "bench" / "bench.md").read_text()
     assert "| `optical_vs_mse_step` |" in table and "OT head" in table and "| top1_cached |" in table
+
+
+def test_tiny_language_model_bench_writes_its_rows(tmp_path):
+    runs = tmp_path / "outputs" / "reasoning" / "runs" / "r1"  # a finished job's record, as run.py writes it
+    runs.mkdir(parents=True)
+    (runs / "results.json").write_text(json.dumps({
+        "run": {"overrides": ["experiment=reasoning", "trainer.enable_progress_bar=false"], "cache": "cold"},
+        "timing": {"process_s": 1500.0, "peak_rss_mb": 9000.0}}))
+    proc = run_bench(*TINY_LM_BENCH, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bench = json.loads((tmp_path / "outputs" / "bench" / "bench.json").read_text())
+    assert bench["parts"] == ["language_model"] and "steps" not in bench
+    lm = bench["language_model"]
+    assert set(lm) >= {"bf16", "32", "reasoning_run"}
+    for dtype in ("bf16", "32"):
+        training = lm[dtype]["training"]
+        assert set(training["steps"]) >= {"optical", "optical_cached"}
+        # the cached teacher states give the live step's loss: the cache is exact up to the dtype's rounding
+        cache = training["teacher_cache"]
+        assert cache["loss_cached"] == pytest.approx(cache["loss_live"], rel=1e-2 if dtype == "bf16" else 1e-4)
+        assert lm[dtype]["scoring"]["questions"] == 6 and lm[dtype]["scoring"]["ratio"] > 0
+    assert lm["reasoning_run"]["wall_s"] == 1500.0
+    targets = bench["targets"]
+    assert targets["reasoning_run_wall_s"]["met"] is True and targets["reasoning_run_peak_rss_mb"]["met"] is True
+    assert targets["lm_step_bf16_s"]["value"] > 0 and targets["optical_vs_mse_step"]["value"] is None
+    table = (tmp_path / "outputs" / "bench" / "bench.md").read_text()
+    assert "float32 weights (a CPU without bf16)" in table and "25.0 min" in table and "| `lm_load_s` |" in table
 
 
 def test_bench_without_eval_data_fails_clearly(tmp_path):
