@@ -66,6 +66,21 @@ class LossTerm(nn.Module):
         return {f"{self.name} weight": self.weight}
 
 
+def token_spread(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Mean cosine between two different alignable tokens of one sentence, over the batch (unit-vector tokens).
+
+    A collapse monitor: entropic OT pulls each student token towards a blurred average of the teacher's, so a
+    student can lower the transport cost by making its tokens alike. On the language model that happened
+    (docs/reasoning.md): this value rose far above the teacher's while the answers got worse.
+    Uses :math:`\\sum_{i \\ne j} \\langle y_i, y_j\\rangle = \\|\\sum_i y_i\\|^2 - n`, so it costs O(B M D)."""
+    tokens = tokens.detach().float() * mask[..., None]
+    n = mask.sum(-1).float()
+    pairs = n * (n - 1)
+    within = (tokens.sum(1).pow(2).sum(-1) - tokens.pow(2).sum((1, 2))) / pairs.clamp_min(1)
+    keep = pairs > 0
+    return within[keep].mean() if keep.any() else within.new_zeros(())
+
+
 class TransportTerm(LossTerm):
     """OPTICAL: entropic OT between the alignable tokens of both sides (also draws the plan heatmaps)."""
 
@@ -86,7 +101,11 @@ class TransportTerm(LossTerm):
 
     def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
         ot = self.plan(out)
-        return ot.loss, {"transport_cost": ot.transport_cost.mean(), "plan_entropy": ot.plan_entropy.mean()}
+        masks = (alignment_mask(side.content_mask, side.attention_mask, self.head.special_tokens)
+                 for side in (out.teacher, out.student))
+        teacher_cos, student_cos = (token_spread(side.tokens, mask) for side, mask in zip((out.teacher, out.student), masks))
+        return ot.loss, {"transport_cost": ot.transport_cost.mean(), "plan_entropy": ot.plan_entropy.mean(),
+                         "teacher_token_cos": teacher_cos, "student_token_cos": student_cos}
 
     def settings(self) -> dict[str, float]:
         return {**super().settings(), "ot.blur": self.head.blur}

@@ -42,7 +42,7 @@ def test_gradients_reach_student_and_never_teacher(tiny_pair):
     module, dm = make(tiny_pair, ot_weight=1.0, mse_weight=0.5)
     loss, logs = module.distillation_loss(next(iter(dm.train_dataloader())))
     loss.backward()
-    assert {"ot_loss", "mse_loss", "transport_cost", "plan_entropy"} <= set(logs)
+    assert {"ot_loss", "mse_loss", "transport_cost", "plan_entropy", "student_token_cos", "teacher_token_cos"} <= set(logs)
     assert all(p.grad is None for p in module.teacher.parameters())
     student_grads = [p.grad for p in module.student.parameters() if p.requires_grad]
     assert student_grads and all(g is not None for g in student_grads)
