@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from optical_lightning.evaluation.loglik import gold_probabilities
 from optical_lightning.utils.atomic import atomic_write_text
 from optical_lightning_study.significance import paired_test
 from optical_lightning_study.sweeps import DEFAULT_HEADLINE, HEADLINE
@@ -64,19 +64,9 @@ def rows(run: Path, against: Path | None = None) -> list[tuple[str, str, dict[st
                 out.append((name, metric, paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
             if "loglik" in mcqa["stages"]["trained"][name] and "loglik" in other["stages"][stage][base_name]:
                 # a language model's letter likelihoods: the probability of the right letter, far less noisy
-                a = gold_probs(mcqa["stages"]["trained"][name]["loglik"], answers)
-                b = gold_probs(other["stages"][stage][base_name]["loglik"], answers)
+                a = gold_probabilities(mcqa["stages"]["trained"][name]["loglik"], answers).tolist()
+                b = gold_probabilities(other["stages"][stage][base_name]["loglik"], answers).tolist()
                 out.append((name, "gold_prob", paired_test(a, b), sum(b) / len(b), sum(a) / len(a)))
-    return out
-
-
-def gold_probs(logliks: list[list[float]], answers: list[int]) -> list[float]:
-    """Per question, the right letter's share of the letters' probability mass."""
-    out = []
-    for row, answer in zip(logliks, answers):
-        top = max(row)
-        mass = [math.exp(x - top) for x in row]
-        out.append(mass[answer] / sum(mass))
     return out
 
 

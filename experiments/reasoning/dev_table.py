@@ -13,10 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from optical_lightning.evaluation.loglik import gold_probabilities
 from optical_lightning.utils.atomic import atomic_write_text
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paired import gold_probs  # noqa: E402  (experiments/paired.py)
 
 COLUMNS = ("run", "overrides", "sw accuracy", "sw gold_prob", "sw agreement", "en accuracy", "en agreement",
            "bitext-val P@1", "afriqa-questions-dev nDCG@10", "fit (s)")
@@ -44,7 +42,7 @@ def row(run: Path, stage: str = "trained") -> list[str]:
 
     return [run.name if stage == "trained" else "base model", " ".join(overrides) if stage == "trained" else "–",
             f"{_mean([float(p == a) for p, a in zip(sw['predicted'], mcqa['answers'])]):.3f}",
-            f"{_mean(gold_probs(sw['loglik'], mcqa['answers'])):.3f}", f"{agreement(sw['predicted']):.3f}",
+            f"{float(gold_probabilities(sw['loglik'], mcqa['answers']).mean()):.3f}", f"{agreement(sw['predicted']):.3f}",
             f"{_mean([float(p == a) for p, a in zip(en['predicted'], mcqa['answers'])]):.3f}" if en else "–",
             f"{agreement(en['predicted']):.3f}" if en else "–",
             proxy("bitext-val", "P@1"), proxy(f"afriqa-questions-dev-{mcqa['path'].split('/')[-1][:2]}-en", "nDCG@10"),

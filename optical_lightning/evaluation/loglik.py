@@ -201,6 +201,12 @@ def question_logliks(lm: Any, tokenizer: Any, questions: Sequence[MCQuestion], t
     return continuation_logliks(lm, tokenizer, prompts, CONTINUATIONS, batch_size, progress, device)
 
 
+def gold_probabilities(logliks: torch.Tensor | Sequence[Sequence[float]], answers: Sequence[int]) -> torch.Tensor:
+    """(questions,) the right letter's share of the letters' probability mass (their likelihoods renormalised)."""
+    logp = torch.log_softmax(torch.as_tensor(logliks, dtype=torch.float64), dim=1)
+    return logp.exp().gather(1, torch.as_tensor(list(answers))[:, None]).squeeze(1)
+
+
 def letter_distribution_report(questions: Sequence[MCQuestion], logliks: torch.Tensor,
                                reference: torch.Tensor) -> dict[str, float]:
     """Two continuous measures beside accuracy, far less noisy on a dev set of ~100 questions (an answer that
@@ -212,8 +218,7 @@ def letter_distribution_report(questions: Sequence[MCQuestion], logliks: torch.T
     """
     logp = torch.log_softmax(logliks.double(), dim=1)
     ref = torch.log_softmax(reference.double(), dim=1)
-    gold = torch.tensor([q.answer for q in questions])
-    gold_prob = logp.exp().gather(1, gold[:, None]).mean()
+    gold_prob = gold_probabilities(logliks, [q.answer for q in questions]).mean()
     kl = (ref.exp() * (ref - logp)).sum(1).mean()
     return {"gold_prob": float(gold_prob), "kl_to_reference": float(kl)}
 

@@ -91,21 +91,23 @@ class TransportTerm(LossTerm):
         self.head = head
         self.wants_idf = head.marginals == "idf"
 
-    def plan(self, out: StepOutputs) -> OTOutput:
-        head, teacher, student = self.head, out.teacher, out.student
-        x_mask = alignment_mask(teacher.content_mask, teacher.attention_mask, head.special_tokens)
-        y_mask = alignment_mask(student.content_mask, student.attention_mask, head.special_tokens)
+    def masks(self, out: StepOutputs) -> tuple[Tensor, Tensor]:
+        """The tokens each side aligns (teacher, student): real, content, and special ones only if the head asks."""
+        return tuple(alignment_mask(side.content_mask, side.attention_mask, self.head.special_tokens)
+                     for side in (out.teacher, out.student))
+
+    def plan(self, out: StepOutputs, masks: tuple[Tensor, Tensor] | None = None) -> OTOutput:
+        x_mask, y_mask = masks or self.masks(out)
         a = token_weights(x_mask, out.teacher_ids, out.teacher_idf)
         b = token_weights(y_mask, out.student_ids, out.student_idf)
-        return head(teacher.tokens, a, student.tokens, b)
+        return self.head(out.teacher.tokens, a, out.student.tokens, b)
 
     def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
-        ot = self.plan(out)
-        masks = (alignment_mask(side.content_mask, side.attention_mask, self.head.special_tokens)
-                 for side in (out.teacher, out.student))
-        teacher_cos, student_cos = (token_spread(side.tokens, mask) for side, mask in zip((out.teacher, out.student), masks))
+        x_mask, y_mask = masks = self.masks(out)
+        ot = self.plan(out, masks)
         return ot.loss, {"transport_cost": ot.transport_cost.mean(), "plan_entropy": ot.plan_entropy.mean(),
-                         "teacher_token_cos": teacher_cos, "student_token_cos": student_cos}
+                         "teacher_token_cos": token_spread(out.teacher.tokens, x_mask),
+                         "student_token_cos": token_spread(out.student.tokens, y_mask)}
 
     def settings(self) -> dict[str, float]:
         return {**super().settings(), "ot.blur": self.head.blur}

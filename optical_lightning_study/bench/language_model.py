@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from optical_lightning.data.bitext import BitextPair
-from optical_lightning.evaluation.loglik import format_prompt, model_id, question_logliks, resolve_template
+from optical_lightning.evaluation.loglik import format_prompt, question_logliks, resolve_template
 from optical_lightning.evaluation.questions import read_mcqa
 from optical_lightning_study.bench.measure import time_call
 from optical_lightning_study.bench.steps import StepBench, bench_steps, pick_pairs
@@ -99,7 +99,7 @@ def bench_language_model(cfg: DictConfig, pairs: list[BitextPair], head_factory:
         started = time.perf_counter()
         teacher = instantiate(lm_cfg.teacher, dtype=dtype)
         load_s = time.perf_counter() - started
-        out.update(model=str(getattr(teacher, "name", model_id(teacher))), align_layer=teacher.align_layer)
+        out.update(model=teacher.name, align_layer=teacher.align_layer)
         log.info("language model (%s): loaded in %.1f s; scoring %d questions", dtype, load_s, len(questions))
         row: dict[str, Any] = {"load_s": load_s,
                                "scoring": bench_scoring(teacher, questions, template, mcqa.batch_size, repeats=1)}
