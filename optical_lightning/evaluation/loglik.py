@@ -183,13 +183,19 @@ def continuation_logliks(lm: Any, tokenizer: Any, prompts: Sequence[str],
             for b, row in enumerate(batch):
                 ids[b, :len(row.tokens)] = torch.tensor(row.tokens)
                 mask[b, :len(row.tokens)] = 1
-            logits = lm(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            # the LM head (a vocabulary-wide matmul) runs only at the positions read: far cheaper than all of them
+            positions = sorted({start + j for row in batch for _, _, start, tokens in row.targets
+                                for j in range(len(tokens))})
+            column = {position: c for c, position in enumerate(positions)}
+            logits = lm(input_ids=ids.to(device), attention_mask=mask.to(device),
+                        logits_to_keep=torch.tensor(positions, device=device)).logits
             for b, row in enumerate(batch):
                 read: dict[tuple[int, int], torch.Tensor] = {}  # (start, length) -> log-probabilities
                 for i, k, start, tokens in row.targets:
                     span = (start, len(tokens))
                     if span not in read:
-                        read[span] = torch.log_softmax(logits[b, start:start + len(tokens)].float(), dim=-1).cpu()
+                        cols = [column[start + j] for j in range(len(tokens))]
+                        read[span] = torch.log_softmax(logits[b, cols].float(), dim=-1).cpu()
                     out[i, k] = read[span].gather(1, torch.tensor(tokens)[:, None]).sum()
     return out
 

@@ -10,6 +10,8 @@ fp32. Losses that need the range (the OT head) cast to float32 themselves.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from collections.abc import Iterator
 
 import torch
@@ -19,11 +21,26 @@ from optical_lightning.utils.errors import ConfigError
 PRECISIONS = ("auto", "32", "bf16")
 
 
+#: oneDNN ISA levels (``ONEDNN_MAX_CPU_ISA``) below native bf16: a process capped at one of them computes bf16 in
+#: emulation, so it runs float32
+_ISA_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def bf16_is_fast(device_type: str = "cpu") -> bool:
+    """Whether bf16 matmuls run on native units: an Ampere+ GPU; an x86 CPU with AVX512-BF16 or AMX (and oneDNN not
+    capped below them by ``ONEDNN_MAX_CPU_ISA``); an Arm CPU with bf16.
+
+    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` alone: it also says yes on AVX512 CPUs without bf16
+    units, where oneDNN emulates bf16 and a matmul runs 4x slower than in float32 (docs/benchmarks.md)."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+    if cap in _ISA_WITHOUT_BF16:
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # native bf16 instructions (oneDNN)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # Arm: bf16 instructions (oneDNN's check)
     except (AttributeError, RuntimeError):
         return False
 
