@@ -1,5 +1,6 @@
 """Score a language model on multiple-choice questions: ``python -m optical_lightning.mcqa_score --model MODEL
---questions FILE [--reference EN_FILE] [--adapter RUN_DIR/student] [--max-questions N] [--out predictions.json]``.
+--questions FILE [--reference EN_FILE] [--adapter RUN_DIR/student] [--max-questions N] [--quantize int8]
+[--out predictions.json]``.
 
 Any Global-MMLU-format file (JSONL or CSV: ``question, option_a .. option_d, answer, subject``) is answered by
 letter log-likelihood, as lm-evaluation-harness scores MMLU (:mod:`optical_lightning.evaluation.loglik`).
@@ -30,6 +31,7 @@ from optical_lightning.evaluation.loglik import question_logliks, resolve_templa
 from optical_lightning.evaluation.mcqa import accuracy_report
 from optical_lightning.evaluation.questions import QuestionSet
 from optical_lightning.models.loading import _load_error
+from optical_lightning.models.quantize import QUANTIZE, int8_copy
 from optical_lightning.models.registry import resolve_model
 from optical_lightning.utils.atomic import atomic_write_json
 from optical_lightning.utils.errors import ConfigError, DataError, ModelLoadError, require_int, user_error
@@ -124,6 +126,8 @@ def score(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     questions = QuestionSet(args.questions, args.reference, max_questions=args.max_questions, seed=args.seed)
     questions.load()
     model, tokenizer = load_model(args.model, args.adapter, args.dtype, args.cache_dir)
+    if args.quantize == "int8":  # the adapters merged into the int8 weights; the float model is no longer needed
+        model = int8_copy(model, merge_adapters=args.adapter is not None)
     start = time.perf_counter()
     logliks = question_logliks(model, tokenizer, questions.questions, template, args.batch_size, progress=True)
     english = question_logliks(model, tokenizer, questions.english, template, args.batch_size, progress=True) \
@@ -170,6 +174,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
     p.add_argument("--dtype", choices=["auto", "32", "bf16"], default="auto",
                    help="model precision; auto: bf16 where the hardware runs it natively")
+    p.add_argument("--quantize", choices=list(QUANTIZE), default="none",
+                   help="int8: an int8 copy of the linear layers (CPU only; faster without bf16 units, further from "
+                        "the bf16 answers than float32)")
     p.add_argument("--cache-dir", default=None, help="where converted offline models are kept ($OPTICAL_CACHE_DIR)")
     p.add_argument("--out", help="JSON file to write: predictions, log-likelihoods and metrics")
     return p

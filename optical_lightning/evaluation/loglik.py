@@ -44,6 +44,7 @@ from optical_lightning.evaluation.mcqa import accuracy_report
 from optical_lightning.evaluation.protocol import Encoders, Metrics
 from optical_lightning.evaluation.questions import LETTERS, MCQuestion, QuestionSet, QuestionsEvaluator
 from optical_lightning.evaluation.stages import Stage
+from optical_lightning.models.quantize import check_quantize, int8_copy
 from optical_lightning.utils.atomic import atomic_write_json
 from optical_lightning.utils.errors import ConfigError, require_int
 
@@ -259,11 +260,14 @@ class LoglikMCQA(QuestionsEvaluator):
         batch_size: prompts per forward pass.
         cache_dir: where the base model's answers are kept across runs (``None``: not kept).
         split: the split the paths name (recorded with the results; choose recipes on ``val``).
+        quantize: ``none`` (the weights' own dtype) or ``int8`` (:func:`~optical_lightning.models.quantize.int8_copy`:
+            faster on a CPU without bf16, and further from the bf16 answers than float32; docs/benchmarks.md).
     """
 
     def __init__(self, name: str, questions: QuestionSet, template: str | None = None, batch_size: int = 8,
-                 cache_dir: str | None = None, split: str | None = None) -> None:
+                 cache_dir: str | None = None, split: str | None = None, quantize: str = "none") -> None:
         self.name, self.set, self.split = name, questions, split
+        self.quantize = check_quantize(quantize)
         self.template = resolve_template(template)
         self.batch_size = require_int("mcqa.batch_size", batch_size, minimum=1)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
@@ -280,10 +284,10 @@ class LoglikMCQA(QuestionsEvaluator):
                       lang: str | None = None, languages: Sequence[str] | None = None, optional: bool = False,
                       max_questions: int | None = None, subjects: Sequence[str] | None = None, seed: int = 0,
                       template: str | None = None, batch_size: int = 8,
-                      cache_dir: str | None = None) -> LoglikMCQA:
+                      cache_dir: str | None = None, quantize: str = "none") -> LoglikMCQA:
         """The evaluator from the flat settings of ``conf/mcqa/afrimmlu_loglik.yaml`` (``mcqa.split=val``)."""
         questions = QuestionSet(path, reference, lang, languages, optional, max_questions, subjects, seed)
-        return cls(name, questions, template, batch_size, cache_dir, split)
+        return cls(name, questions, template, batch_size, cache_dir, split, quantize)
 
     # ------------------------------------------------------------------ protocol
     def __call__(self, encoders: Encoders, stage: Stage | str) -> Metrics:
@@ -341,8 +345,14 @@ class LoglikMCQA(QuestionsEvaluator):
                               f".tokenizer, e.g. teacher=qwen_coder_1_5b student=qwen_coder_1_5b), not "
                               f"{type(encoder).__name__} {getattr(encoder, 'name', '')!r}; use mcqa=afrimmlu "
                               f"for embedding encoders")
+        device = _device(lm, encoder)
+        if self.quantize == "int8":
+            if getattr(encoder, "base_lm", None) is None:
+                raise ConfigError(f"mcqa.quantize=int8 needs a causal-LM encoder with .base_lm, not {type(encoder).__name__}")
+            check_quantize(self.quantize, device)
+            lm = int8_copy(encoder.base_lm, merge_adapters=bool(getattr(encoder, "is_student", False)))
         return question_logliks(lm, tokenizer, questions, self.template, self.batch_size,
-                                progress=len(questions) > 4 * self.batch_size, device=_device(lm, encoder))
+                                progress=len(questions) > 4 * self.batch_size, device=device)
 
     def teacher_english(self, teacher: Any) -> torch.Tensor:
         """The base model's log-likelihoods on the English questions: the teacher row and agreement's reference."""
@@ -358,6 +368,8 @@ class LoglikMCQA(QuestionsEvaluator):
         key = {"model": self._ids[id(teacher)], "dtype": _dtype(getattr(teacher, "lm", None), teacher),
                "template": self.template, "questions": questions_hash(questions), "n": len(questions),
                "continuations": list(CONTINUATIONS), "scoring": SCORING_VERSION}
+        if self.quantize != "none":  # float entries keep their keys
+            key["quantize"] = self.quantize
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
         if digest in self._memo:
             return self._memo[digest]

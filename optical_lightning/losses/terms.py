@@ -66,18 +66,24 @@ class LossTerm(nn.Module):
         return {f"{self.name} weight": self.weight}
 
 
+def sentence_spread(tokens: Tensor, mask: Tensor) -> Tensor:
+    """(B,) mean cosine between two different masked tokens of each row (unit-vector tokens), 0 where fewer than
+    two; :math:`\\sum_{i \\ne j} \\langle y_i, y_j\\rangle = \\|\\sum_i y_i\\|^2 - \\sum_i \\|y_i\\|^2`, so it costs O(B M D)."""
+    tokens = tokens.float() * mask[..., None]
+    n = mask.sum(-1).float()
+    within = tokens.sum(1).pow(2).sum(-1) - tokens.pow(2).sum((1, 2))
+    return within / (n * (n - 1)).clamp_min(1)
+
+
 def token_spread(tokens: Tensor, mask: Tensor) -> Tensor:
-    """Mean cosine between two different alignable tokens of one sentence, over the batch (unit-vector tokens).
+    """Mean over the batch of :func:`sentence_spread` (rows with two tokens or more), without gradients.
 
     A collapse monitor: entropic OT pulls each student token towards a blurred average of the teacher's, so a
     student can lower the transport cost by making its tokens alike. On the language model that happened
-    (docs/reasoning.md): this value rose far above the teacher's while the answers got worse.
-    Uses :math:`\\sum_{i \\ne j} \\langle y_i, y_j\\rangle = \\|\\sum_i y_i\\|^2 - n`, so it costs O(B M D)."""
-    tokens = tokens.detach().float() * mask[..., None]
-    n = mask.sum(-1).float()
-    pairs = n * (n - 1)
-    within = (tokens.sum(1).pow(2).sum(-1) - tokens.pow(2).sum((1, 2))) / pairs.clamp_min(1)
-    keep = pairs > 0
+    (docs/reasoning.md): this value rose far above the teacher's while the answers got worse
+    (:mod:`optical_lightning.losses.spread` charges for it)."""
+    keep = mask.sum(-1) > 1
+    within = sentence_spread(tokens.detach(), mask)
     return within[keep].mean() if keep.any() else within.new_zeros(())
 
 

@@ -239,12 +239,13 @@ class DistillationModule(pl.LightningModule):
 
 
 def check_loss_weights(ot_weight: object, mse_weight: object, nce_weight: object = 0.0,
-                       nce_temperature: object = 0.05, anchor_weight: object = 0.0) -> None:
+                       nce_temperature: object = 0.05, anchor_weight: object = 0.0,
+                       spread_weight: object = 0.0) -> None:
     """The loss mix is finite non-negative numbers, not all 0, and a temperature of at least
-    :data:`MIN_NCE_TEMPERATURE` (checked before any model loads). The English anchor alone is not a mix: it only
-    holds the student where it is, so at least one cross-lingual weight must be > 0."""
+    :data:`MIN_NCE_TEMPERATURE` (checked before any model loads). The English anchor and the spread term alone are
+    not a mix: they only hold the student where it is, so at least one cross-lingual weight must be > 0."""
     weights = (("distill.ot_weight", ot_weight), ("distill.mse_weight", mse_weight), ("distill.nce_weight", nce_weight))
-    for key, value in (*weights, ("distill.anchor_weight", anchor_weight)):
+    for key, value in (*weights, ("distill.anchor_weight", anchor_weight), ("distill.spread_weight", spread_weight)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: must be a number >= 0")
         if not (value >= 0 and math.isfinite(value)):  # also NaN

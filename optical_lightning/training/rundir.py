@@ -45,7 +45,9 @@ LOCK = ".run.lock"
 #: keys a run records beside its settings that older run directories lack: compared only when both have them
 RECORDED_SINCE = ("data_files", "distill.module",  # the module's config repeats the weights and the OT head
                   "eval.evaluators",  # repeats retrieval and mcqa
-                  "distill.anchor_weight")  # the English anchor term (0: off, as before it existed)
+                  "distill.anchor_weight",  # the English anchor term (0: off, as before it existed)
+                  "distill.spread_weight", "distill.module.loss_terms.spread",  # the spread term (0: off, likewise)
+                  "mcqa.quantize", "eval.evaluators.mcqa.quantize")  # int8 letter scoring (none: as before)
 #: settings that moved since older run directories recorded them (old dotted prefix -> new), and the
 #: evaluators' builders then and now, so that those directories still match the same settings today
 RETRIEVAL_KEYS = ("data_dir", "lang", "sets", "domain_sets", "scoring", "metrics", "max_queries", "batch_size",

@@ -349,6 +349,39 @@ def test_the_config_builds_the_evaluator(tmp_path):
               "mcqa")
 
 
+def test_int8_scoring_stays_close_to_float_and_is_cached_under_its_own_key(tmp_path):
+    """``mcqa.quantize=int8`` scores an int8 copy (the student's adapters merged in): close to the float scores,
+    cached apart from them; anything but none/int8 is one line when the config builds."""
+    from optical_lightning.models.causal_lm import adapt_student
+    from optical_lightning.models.tiny import tiny_causal_lm as pipeline_tiny_lm
+    from optical_lightning.utils.config import build
+
+    teacher = pipeline_tiny_lm()
+    student = adapt_student(teacher=teacher, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        for name, p in student.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    encoders = Encoders(student, teacher)
+    scores = {}
+    for quantize in ("none", "int8"):
+        ev = evaluator(tmp_path, max_questions=5, quantize=quantize)
+        for stage in (Stage.ZERO_SHOT, Stage.TRAINED):
+            ev(encoders, stage)
+        scores[quantize] = {stage: torch.tensor(rows["afrimmlu-sw"]["loglik"])
+                            for stage, rows in ev.records()["mcqa.json"]["stages"].items()}
+        assert ev.cache_counts() == (0, 2)  # int8 does not read the float entries (English and Swahili)
+    keys = [json.loads(p.read_text())["key"].get("quantize") for p in tmp_path.glob("*.json")]
+    assert sorted(keys, key=str) == [None, None, "int8", "int8"]
+    for stage in ("zero_shot", "trained"):
+        assert (scores["int8"][stage] - scores["none"][stage]).abs().max() < 0.1
+    assert (scores["none"]["trained"] - scores["none"]["zero_shot"]).abs().max() > 0.5  # the adapters count
+    with pytest.raises(ConfigError, match="mcqa.quantize='int4'"):
+        build(compose_config("lang=sw", "mcqa=afrimmlu_loglik", "mcqa.quantize=int4", output_dir=tmp_path).mcqa,
+              "mcqa")
+
+
 # --- the command -----------------------------------------------------------------------------------------
 
 
@@ -407,6 +440,12 @@ def test_the_command_scores_a_file(saved, models, tmp_path, capsys):
     expected = question_logliks(student, tokenizer, chosen)
     torch.testing.assert_close(torch.tensor(adapted["loglik"]), expected, rtol=0, atol=1e-4)
     assert not torch.allclose(expected, question_logliks(models[0], tokenizer, chosen), atol=1e-3)
+
+    # --quantize int8: the adapted model's int8 copy, its scores close to the float ones
+    assert mcqa_score(["--model", str(saved), "--adapter", str(adapter), "--questions", str(SW), "--dtype", "32",
+                       "--max-questions", "5", "--quantize", "int8", "--out", str(out)]) == 0
+    quantized = torch.tensor(json.loads(out.read_text())["loglik"])
+    assert 0 < (quantized - expected).abs().mean() < 0.1 and (quantized - expected).abs().max() < 0.5
 
 
 def test_the_commands_mistakes_are_one_line(saved, tokenizer, tmp_path, capsys):
