@@ -8,8 +8,8 @@ teacher's English: 0.32) while the answers got worse. This term charges for exac
 .. math:: \\mathcal{L}_{spread} = \\frac{1}{B} \\sum_b \\max(0,\\ \\bar c(S_b) - \\bar c(T_b)),\\qquad
    \\bar c(Y) = \\frac{1}{n(n-1)} \\sum_{i \\ne j} \\langle y_i, y_j \\rangle,
 
-over the alignable tokens of each pair :math:`b` (unit vectors; :math:`\\bar c` is
-:func:`~optical_lightning.losses.terms.token_spread` per sentence, here with gradients). The teacher's side is a
+over the alignable tokens of each pair :math:`b` with two tokens or more a side (unit vectors; :math:`\\bar c` is
+:func:`~optical_lightning.losses.terms.sentence_spread`, here with gradients). The teacher's side is a
 target, not trained. A hinge, not a square: a student whose tokens are already as spread as the teacher's feels
 nothing, and a collapsing one a constant pull back. With weight 0 the term is left out.
 
@@ -48,4 +48,4 @@ class TokenSpreadTerm(LossTerm):
         teacher = sentence_spread(out.teacher.tokens.detach(), teacher_mask)
         excess = (student - teacher).clamp_min(0)[keep]
         loss = excess.mean() if keep.any() else student.sum() * 0.0
-        return loss, {"excess": loss.detach()}
+        return loss, {}

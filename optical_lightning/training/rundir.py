@@ -45,9 +45,12 @@ LOCK = ".run.lock"
 #: keys a run records beside its settings that older run directories lack: compared only when both have them
 RECORDED_SINCE = ("data_files", "distill.module",  # the module's config repeats the weights and the OT head
                   "eval.evaluators",  # repeats retrieval and mcqa
-                  "distill.anchor_weight",  # the English anchor term (0: off, as before it existed)
-                  "distill.spread_weight", "distill.module.loss_terms.spread",  # the spread term (0: off, likewise)
-                  "mcqa.quantize", "eval.evaluators.mcqa.quantize")  # int8 letter scoring (none: as before)
+                  "distill.module.loss_terms.anchor", "distill.module.loss_terms.spread",  # repeat the weights below
+                  "eval.evaluators.mcqa.quantize")  # repeats mcqa.quantize
+#: settings added later whose default does what older runs did: an older record without one had that value
+DEFAULTS_SINCE = {"distill.anchor_weight": 0.0,  # the English anchor term: off
+                  "distill.spread_weight": 0.0,  # the spread term: off
+                  "mcqa.quantize": "none"}  # letter scoring in the weights' own dtype
 #: settings that moved since older run directories recorded them (old dotted prefix -> new), and the
 #: evaluators' builders then and now, so that those directories still match the same settings today
 RETRIEVAL_KEYS = ("data_dir", "lang", "sets", "domain_sets", "scoring", "metrics", "max_queries", "batch_size",
@@ -131,6 +134,7 @@ def differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...
     copied or moved run directory still matches its config.
     """
     a, b = _relative(_current_names(flatten(old))), _relative(flatten(new))
+    a = {**{k: v for k, v in DEFAULTS_SINCE.items() if k in b}, **a}
     unrecorded = tuple(key for key in RECORDED_SINCE  # written before the run recorded it
                        if not any(k == key or k.startswith(f"{key}.") for k in a))
     if a.get("distill.train") is False and b.get("distill.train") is False:  # untrained: the loss settings do nothing

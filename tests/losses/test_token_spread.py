@@ -11,6 +11,7 @@ from optical_lightning.losses.ot import OTDistillationHead
 from optical_lightning.losses.spread import TokenSpreadTerm
 from optical_lightning.losses.terms import StepOutputs, sentence_spread, token_spread
 from optical_lightning.models.encoder import EncoderOutput
+from optical_lightning.utils.errors import ConfigError
 
 
 def test_hand_solved_sentences():
@@ -56,14 +57,14 @@ def test_the_term_charges_only_the_excess_over_the_teacher():
     collapsed = e[0].expand(1, 4, 4).clone().requires_grad_(True)  # four copies: spread 1
     mask = torch.ones(1, 4)
     term = TokenSpreadTerm(weight=1.0)
-    loss, logs = term(step(spread, collapsed, mask))
-    assert loss.item() == pytest.approx(1.0) and logs["excess"].item() == pytest.approx(1.0)
+    loss, _ = term(step(spread, collapsed, mask))
+    assert loss.item() == pytest.approx(1.0)
     loss.backward()
     assert collapsed.grad.abs().sum() > 0
     student = spread.clone().requires_grad_(True)
     loss, _ = term(step(collapsed.detach(), student, mask))  # the student more spread than the teacher: free
     loss.backward()
-    assert loss.item() == 0.0 and student.grad is None or student.grad.abs().sum() == 0
+    assert loss.item() == 0.0 and (student.grad is None or student.grad.abs().sum() == 0)
     assert sentence_spread(spread, mask).tolist() == [0.0]
 
 
@@ -92,3 +93,22 @@ def test_it_stops_the_collapse_that_transport_alone_makes():
         final[spread_weight] = sentence_spread(F.normalize(raw, dim=-1).detach(), mask).mean().item()
     assert final[0.0] > teacher_spread + 0.1  # collapsed
     assert final[1.0] < teacher_spread + 0.05
+
+
+def test_the_config_lists_the_term_off_and_builds_it_on(tmp_path):
+    from conftest import compose_config
+
+    from optical_lightning.models.tiny import tiny_causal_lm
+    from optical_lightning.utils.config import build
+
+    teacher = tiny_causal_lm(seed=0)
+    names = {}
+    for weight in (0, 2.5):
+        cfg = compose_config("teacher=tiny_lm", "student=tiny_lm", f"distill.spread_weight={weight}", output_dir=tmp_path)
+        built = build(cfg.distill.module, "distill.module")(student=teacher, teacher=teacher, optimizer=None,
+                                                            scheduler=None)
+        names[weight] = {t.name: t.weight for t in built.loss_terms}
+    assert "spread" not in names[0] and names[2.5]["spread"] == 2.5
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(ConfigError, match=r"^distill\.spread_weight=.*must be a finite number >= 0"):
+            TokenSpreadTerm(bad)

@@ -50,6 +50,8 @@ def test_a_batch_of_one_has_no_negatives():
     ((1.0, 0.0, 1.0, 0.0), r"distill\.nce_temperature=0.0: must be a number > 0"),
     ((1.0, 0.0, 1.0, 0.05, float("nan")), r"distill\.anchor_weight=nan: a loss weight must be >= 0"),
     ((0.0, 0.0, 0.0, 0.05, 1.0), "are all 0"),  # the anchor alone teaches nothing cross-lingual
+    ((1.0, 0.0, 1.0, 0.05, 0.0, -2.0), r"distill\.spread_weight=-2.0: a loss weight must be >= 0"),
+    ((0.0, 0.0, 0.0, 0.05, 0.0, 1.0), "are all 0"),  # so does the spread term
 ])
 def test_impossible_settings_are_one_line_errors(args, message):
     with pytest.raises(ConfigError, match=message):

@@ -240,3 +240,25 @@ def test_a_moved_target_is_no_difference_but_another_object_and_other_keys_are()
              "logger": {"_target_": "pytorch_lightning.loggers.ResumableCSVLogger"}}
     assert set(differences(old, other, ignore=())) == {"optim.scheduler._target_", "optim.scheduler.warmup_ratio",
                                                        "logger._target_"}
+
+
+def test_a_record_from_before_the_spread_term_and_int8_scoring_still_matches_its_settings(tmp_path):
+    """The committed language-model test run recorded no `distill.spread_weight` and no `mcqa.quantize`: with them at
+    their defaults (off, none) today's settings are its settings; turned on, they are differences."""
+    from omegaconf import OmegaConf
+
+    from optical_lightning.training.rundir import BOOKKEEPING
+
+    old = OmegaConf.to_container(OmegaConf.load(ROOT / "experiments/reasoning/default-test/config.yaml"))
+    assert "spread_weight" not in old["distill"] and "quantize" not in old["mcqa"]
+
+    def now(*overrides: str) -> dict:
+        cfg = compose_config("experiment=reasoning", *overrides, output_dir=tmp_path)
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    def learning(changed: dict) -> set[str]:  # what a run computes: the loss terms and the scoring
+        return {k for k in changed if k.startswith(("distill.", "mcqa.", "eval.evaluators.mcqa."))}
+
+    assert learning(differences(old, now(), ignore=BOOKKEEPING)) == set()
+    changed = learning(differences(old, now("distill.spread_weight=1", "mcqa.quantize=int8"), ignore=BOOKKEEPING))
+    assert {"distill.spread_weight", "mcqa.quantize"} <= changed
