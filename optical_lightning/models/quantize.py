@@ -4,14 +4,14 @@ Letter log-likelihood scoring (:mod:`~optical_lightning.evaluation.loglik`) is a
 long prompts. Without bf16 units it runs in float32, at about 40% of bf16's speed. :class:`Int8Linear` keeps each
 linear layer's weight as int8 per output channel and quantizes each token's input on the fly,
 
-.. math:: y_{to} = s_t\, s_o \sum_i \mathrm{round}(x_{ti}/s_t)\, \mathrm{round}(W_{oi}/s_o) + b_o,\qquad
-   s_t = \max_i |x_{ti}|/127,\quad s_o = \max_i |W_{oi}|/127,
+.. math:: y_{to} = s_t\\, s_o \\sum_i \\mathrm{round}(x_{ti}/s_t)\\, \\mathrm{round}(W_{oi}/s_o) + b_o,\\qquad
+   s_t = \\max_i |x_{ti}|/127,\\quad s_o = \\max_i |W_{oi}|/127,
 
 with int8 products summed in int32 (``torch._int_mm``). The embeddings, norms and attention stay in float32. Scales
 are per token, not per tensor (PyTorch's ``quantize_dynamic``): one token with huge activations (a language model's
 first, "attention sink" token) would otherwise flatten every other token of the batch, and per-tensor scales
 turned about half of the answers (docs/benchmarks.md). A LoRA student is merged first
-(:math:`W + \frac{\alpha}{r} B A`, PEFT's ``get_delta_weight``), so the copy scores the student as it is.
+(:math:`W + \\frac{\\alpha}{r} B A`, PEFT's ``get_delta_weight``), so the copy scores the student as it is.
 
 It is an option (``mcqa.quantize=int8``), not the default: its answers differ from the bf16 model's on more
 questions than float32's do (docs/benchmarks.md). The copy shares nothing with the original (which may go on
