@@ -349,7 +349,6 @@ class LoglikMCQA(QuestionsEvaluator):
         if self.quantize == "int8":
             if getattr(encoder, "base_lm", None) is None:
                 raise ConfigError(f"mcqa.quantize=int8 needs a causal-LM encoder with .base_lm, not {type(encoder).__name__}")
-            check_quantize(self.quantize, device)
             lm = int8_copy(encoder.base_lm, merge_adapters=bool(getattr(encoder, "is_student", False)))
         return question_logliks(lm, tokenizer, questions, self.template, self.batch_size,
                                 progress=len(questions) > 4 * self.batch_size, device=device)

@@ -91,8 +91,7 @@ def int8_copy(model: nn.Module, *, merge_adapters: bool) -> nn.Module:
     """A copy of ``model`` (a Hugging Face causal LM, or a PEFT model around one) whose linear layers are
     :class:`Int8Linear`, in eval mode. ``merge_adapters``: fold the LoRA adapters in (the student); else the base
     weights alone (the teacher, whose view of a shared model has the adapters off)."""
-    if next(model.parameters()).device.type != "cpu":
-        raise ConfigError("mcqa.quantize=int8: the int8 kernels used here run on the CPU only; use mcqa.quantize=none")
+    check_quantize("int8", next(model.parameters()).device)
     replacements: dict[int, nn.Module] = {}
     for module in _replaced(model).values():
         if hasattr(module, "lora_A"):
