@@ -56,8 +56,8 @@ reasoning: install-lm data/manifest.json  ## the language-model job: OPTICAL on 
 bench: install-lm data/manifest.json  ## time steps, caches, evaluation, the OT head and the language model: outputs/bench/bench.{json,md}
 	$(PYTHON) experiments/bench.py $(ARGS)
 
-# The study of experiments/REPORT.md (second edition): each line is one multirun part of conf/experiment/report.yaml,
-# written to $(REPORT_DIR)/<part>/<overrides>/. A job whose folder holds results.json is complete and is skipped,
+# The study of experiments/REPORT.md (third edition): each line is one multirun part of conf/experiment/report.yaml
+# (the retrieval encoder) or conf/experiment/report_lm.yaml (the language model), written to $(REPORT_DIR)/<part>/<overrides>/. A job whose folder holds results.json is complete and is skipped,
 # so `make report` resumes; experiments/report/ keeps each job's small records in git (REPORT_DIR's .gitignore).
 REPORT_DIR ?= experiments/report
 REPORT_OUT ?= experiments
@@ -71,6 +71,15 @@ PAIRS ?= 100,500,2000
 EPOCH_STEPS ?= 100:10 500:47 2000:188
 ABLATIONS ?= ot.blur=0.05,0.5 ot=unbalanced,divergence ot.marginals=idf ot.special_tokens=true retrieval.scoring=[pooled,maxsim]
 STUDY = $(PYTHON) run.py -m experiment=report report.dir=$(REPORT_DIR) $(REPORT_ARGS)
+# the language model's parts: Swahili, AfriMMLU test (and val, dev) by letter likelihood
+LM_SEEDS ?= 1,2,3
+LM_SYSTEMS ?= optical,mse,contrastive,optical_mse
+LM_DOMAINS ?= medical,questions,software
+LM_RATIOS ?= 0.25,0.5,1.0
+LM_EXTRA_SEEDS ?= 2,3
+LM_LAYERS ?= 7,21,28
+LM_RANKS ?= 4,16
+LM_STUDY = $(PYTHON) run.py -m experiment=report_lm report.dir=$(REPORT_DIR) $(LM_ARGS)
 SETS = $(if $(EVAL_SETS),'retrieval.sets=$(EVAL_SETS)')
 define study
 	$(STUDY) report.part=zero_shot distill=none lang=$(LANGS) eval.upper_bound=true eval.translate_test=true $(SETS)
@@ -82,6 +91,16 @@ define study
 	for ps in $(EPOCH_STEPS); do \
 	  $(STUDY) report.part=data_epochs lang=sw data.val_size=0 data.max_pairs=$${ps%:*} trainer.max_steps=$${ps#*:} $(SETS) || exit 1; done
 	for a in $(ABLATIONS); do $(STUDY) report.part=ablation lang=sw "$$a" $(SETS) || exit 1; done
+	$(STUDY) report.part=maxsim lang=sw distill=mse,optical seed=$(SEEDS) 'retrieval.scoring=[pooled,maxsim]' $(SETS)
+	$(LM_STUDY) report.part=lm_zero_shot distill=none eval.translate_test=true
+	$(LM_STUDY) report.part=lm_main distill=$(LM_SYSTEMS) seed=$(LM_SEEDS)
+	$(LM_STUDY) report.part=lm_domain domain=$(LM_DOMAINS) domain.ratio=$(LM_RATIOS)
+	ends=$$($(PYTHON) experiments/report.py $(REPORT_DIR) --lm-dev-extremes) && best=$${ends%;*} && worst=$${ends#*;} && \
+	  $(LM_STUDY) report.part=lm_domain $$best domain.schedule=sequential && \
+	  $(LM_STUDY) report.part=lm_domain $$best seed=$(LM_EXTRA_SEEDS) && \
+	  $(LM_STUDY) report.part=lm_domain $$worst seed=$(LM_EXTRA_SEEDS)
+	$(LM_STUDY) report.part=lm_where teacher.align_layer=$(LM_LAYERS)
+	$(LM_STUDY) report.part=lm_where student.lora.r=$(LM_RANKS)
 	$(PYTHON) experiments/report.py $(REPORT_DIR) --out $(REPORT_OUT) $(REPORT_CHECK)
 endef
 
@@ -94,7 +113,9 @@ report-smoke: install data/manifest.json  ## the study end to end on a small sli
 	$(MAKE) --no-print-directory _study REPORT_DIR=outputs/report-smoke REPORT_OUT=outputs/report-smoke \
 	  LANGS=sw SEEDS=1 SYSTEMS=mse,optical DOMAINS=questions RATIOS=0,1.0 PAIRS=100 EPOCH_STEPS=100:2 \
 	  ABLATIONS=ot=unbalanced EVAL_SETS='[udhr,tico19-test,flores200-devtest,afriqa-questions-dev,afriqa-passages-dev]' \
-	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40"
+	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40" \
+	  LM_SEEDS=1 LM_DOMAINS=questions LM_RATIOS=1.0 LM_EXTRA_SEEDS=2 LM_LAYERS=3 LM_RANKS=2 \
+	  LM_ARGS="teacher=tiny_lm student=tiny_lm teacher.dtype=32 trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40"
 
 _study:
 	$(study)

@@ -27,9 +27,13 @@ from optical_lightning.reporting.plots import save_png
 from optical_lightning.utils.atomic import atomic_write_text
 from optical_lightning_study.significance import mean_ci, paired_test
 
-PARTS = ("zero_shot", "main", "domain", "data", "data_epochs", "ablation")
+#: the retrieval parts (second edition, re-rendered from their records), then the third edition's new ones: the
+#: language model's (optical_lightning_study.report_lm) and max-sim scoring of the retrieval students
+RETRIEVAL_PARTS = ("zero_shot", "main", "domain", "data", "data_epochs", "ablation")
+PARTS = (*RETRIEVAL_PARTS, "lm_zero_shot", "lm_main", "lm_domain", "lm_where", "maxsim")
 #: distill.name -> the system's name in the tables
-SYSTEMS = {"none": "zero-shot", "mse": "MSE", "optical": "OPTICAL", "optical_mse": "OPTICAL + MSE"}
+SYSTEMS = {"none": "zero-shot", "mse": "MSE", "optical": "OPTICAL", "optical_mse": "OPTICAL + MSE",
+           "contrastive": "contrastive alone"}
 #: the zero-shot job's extra stages: the English upper bound and the translate-test baselines
 BASELINES = (("teacher_en", "teacher, English query (upper bound)"), ("translate_dense", "translate-test → teacher"),
              ("translate_bm25", "translate-test → BM25"))
@@ -58,6 +62,7 @@ class Job:
     results: dict[str, Any]
     per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     mcqa: dict[str, Any] | None = None
+    mcqa_val: dict[str, Any] | None = None  # a language-model job's AfriMMLU val (dev) answers: mcqa-val.json
 
     def cfg(self, dotted: str) -> Any:
         node: Any = self.results.get("config", {})
@@ -88,16 +93,27 @@ class Job:
         return {q: v[metric] for q, v in self.per_query.get(f"{key}{scoring}/{stage}", {}).items() if metric in v}
 
     def _mcqa(self, eval_set: str, metric: str, stage: str, subject: str | None) -> dict[str, float]:
-        m = self.mcqa
+        """``afrimmlu`` (test) or ``afrimmlu-val`` (dev), ``-en`` for the student reading English, ``-same`` for the
+        same-language mode; ``accuracy``, ``agreement`` (with the teacher's English answer) or, where the job kept
+        log-likelihoods, ``gold_prob`` (the right letter's share of the four letters' probability)."""
+        m, mode = (self.mcqa_val, eval_set[len("afrimmlu-val"):]) if eval_set.startswith("afrimmlu-val") else \
+            (self.mcqa, eval_set[len("afrimmlu"):])
         if not m:
             return {}
-        name = m.get("name", "") + eval_set[len("afrimmlu"):]
-        predicted = (m.get("stages", {}).get(stage, {}).get(name) or {}).get("predicted")
-        reference = m.get("answers") if metric == "accuracy" else m.get("teacher_en_predicted")
-        if not predicted or not reference:
-            return {}
-        return {q: float(p == r) for q, s, p, r in zip(m["ids"], m["subjects"], predicted, reference)
-                if subject is None or s == subject}
+        entry = m.get("stages", {}).get(stage, {}).get(m.get("name", "") + mode) or {}
+        if metric == "gold_prob":
+            if not entry.get("loglik"):
+                return {}
+            from optical_lightning.evaluation.loglik import gold_probabilities
+
+            values = gold_probabilities(entry["loglik"], m["answers"]).tolist()
+        else:
+            predicted = entry.get("predicted")
+            reference = m.get("answers") if metric == "accuracy" else m.get("teacher_en_predicted")
+            if not predicted or not reference:
+                return {}
+            values = [float(p == r) for p, r in zip(predicted, reference)]
+        return {q: float(v) for q, s, v in zip(m["ids"], m["subjects"], values) if subject is None or s == subject}
 
     @property
     def minutes(self) -> float:
@@ -118,7 +134,7 @@ def load_part(root: Path, part: str) -> tuple[list[Job], list[str]]:
             incomplete.append(job_dir.name)
             continue
         jobs.append(Job(part, job_dir.name, _read(job_dir / "results.json"), _read(job_dir / "per_query.json") or {},
-                        _read(job_dir / "mcqa.json")))
+                        _read(job_dir / "mcqa.json"), _read(job_dir / "mcqa-val.json")))
     return jobs, incomplete
 
 
@@ -365,6 +381,47 @@ def dev_test_table(jobs: list[Job]) -> str:
         "_Not available yet: fewer than 3 complete Swahili jobs with both a dev slice and its test set._"
 
 
+# ------------------------------------------------------------------------------------- max-sim against pooled
+MAXSIM_DEV = (("passages dev nDCG@10", "afriqa-passages-dev", "nDCG@10"), ("questions dev nDCG@10", "afriqa-questions-dev", "nDCG@10"))
+MAXSIM_TEST = (("AfriQA nDCG@10", "afriqa", "nDCG@10"), ("TICO-19 P@1", "tico19-test", "P@1"), ("FLORES P@1", "flores200-devtest", "P@1"))
+
+
+def maxsim_tables(jobs: list[Job], main: list[Job]) -> str:
+    """OPTICAL and MSE (their seeds), each scored pooled and max-sim by the same model: the four cells on dev, then
+    on test, the paired tests between them, and what max-sim costs at search time."""
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for j in jobs:
+        if j.lang == "sw" and any("/maxsim/" in k for k in j.per_query):
+            groups[j.system].append(j)
+    if not groups:
+        return "_Not available yet: no complete max-sim job._"
+    cells = {(system, scoring): Row(f"{system}, {scoring or 'pooled'}", group, scoring="/maxsim" if scoring else "")
+             for system, group in sorted(groups.items()) for scoring in ("", "maxsim")}
+    out = []
+    for title, columns in (("Dev (held-out AfriQA training questions)", MAXSIM_DEV), ("Test", MAXSIM_TEST)):
+        out.append(f"**{title}** (mean [95% CI] over queries; seeds averaged per query):\n\n" + _table(
+            ["system, scoring", "seeds"] + [c[0] for c in columns],
+            [[r.label, str(len(r.jobs))] + [cell(r.values(s, m)) for _, s, m in columns] for r in cells.values()]))
+    pairs = [(("OPTICAL", "maxsim"), ("OPTICAL", "")), (("MSE", "maxsim"), ("MSE", "")),
+             (("OPTICAL", "maxsim"), ("MSE", "maxsim")), (("OPTICAL", ""), ("MSE", ""))]
+    rows = [[f"{cells[a].label} − {cells[b].label}"] + [diff_cell(compare(cells[a].values(s, m), cells[b].values(s, m)))
+                                                       for _, s, m in MAXSIM_DEV + MAXSIM_TEST]
+            for a, b in pairs if a in cells and b in cells]
+    if rows:
+        out.append("Paired differences on the same queries ([95% CI], p):\n\n" +
+                   _table(["comparison"] + [c[0] for c in MAXSIM_DEV + MAXSIM_TEST], rows))
+    def eval_minutes(group: list[Job]) -> float:
+        return float(np.mean([j.results.get("timing", {}).get("eval_trained_s") or 0 for j in group])) / 60
+
+    pooled = [j for j in main if j.lang == "sw" and j.system in groups]
+    if pooled:
+        out.append(f"Search-time cost: evaluating every set of a trained job took {eval_minutes(pooled):.1f} min with "
+                   f"pooled scoring alone (the main table's jobs of the same systems) and "
+                   f"{eval_minutes([j for g in groups.values() for j in g]):.1f} min with pooled and max-sim "
+                   "(each job's own timing, mean over jobs).")
+    return "\n\n".join(out)
+
+
 # ---------------------------------------------------------------------------------------------- render
 def _line_plot(path: Path, xlabel: str, panels: dict[str, dict[tuple[str, str], list[tuple[float, float]]]],
                log_x: bool = False) -> Path | None:
@@ -411,7 +468,9 @@ def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
     fills["data_table"] = (data_table(jobs["data"], jobs["data_epochs"], main, out)
                            if jobs["data"] or jobs["data_epochs"] else _absent(root, "data"))
     fills["ablation_table"] = ablation_table(jobs["ablation"], main) if jobs["ablation"] else _absent(root, "ablation")
-    fills["dev_test_table"] = dev_test_table([j for p in PARTS for j in jobs[p]])
+    fills["dev_test_table"] = dev_test_table([j for p in RETRIEVAL_PARTS for j in jobs[p]])
+    fills["maxsim_table"] = maxsim_tables(jobs["maxsim"], main) if jobs["maxsim"] else _absent(root, "maxsim")
+    lm_records = _lm_fills(root, out, jobs, fills)
     fills["runs"] = _table(["part", "complete jobs", "incomplete", "compute (min)"],
                            [[p, str(len(j)), ", ".join(inc) or "–", f"{sum(x.minutes for x in j):.1f}"]
                             for p, (j, inc) in parts.items()])
@@ -422,6 +481,20 @@ def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
     left = re.findall(r"\{\{(\w+)\}\}", text)
     if left:
         raise ValueError(f"{template}: unknown placeholders {left}")
-    atomic_write_text(out / "paired_tests.json", json.dumps(records, indent=1))
+    atomic_write_text(out / "paired_tests.json", json.dumps(records + lm_records, indent=1))
     return atomic_write_text(out / "REPORT.md", text), missing
 
+
+
+def _lm_fills(root: Path, out: Path, jobs: dict[str, list[Job]], fills: dict[str, str]) -> list[dict]:
+    """The language model's tables (parts 1-3 of the third edition); returns their paired tests' records."""
+    from optical_lightning_study import report_lm as lm
+
+    zero, main = jobs["lm_zero_shot"], jobs["lm_main"]
+    fills["lm_main_table"] = lm.main_table(zero, main) if zero or main else _absent(root, "lm_main")
+    fills["lm_paired_table"], records = lm.paired_table(zero, main) if main else (_absent(root, "lm_main"), [])
+    fills["lm_subject_table"] = lm.subject_table(lm.system_rows(zero, main)) or _absent(root, "lm_main")
+    fills["lm_domain_table"] = lm.domain_table(jobs["lm_domain"], main, out) if jobs["lm_domain"] else _absent(root, "lm_domain")
+    fills["lm_domain_facts"] = lm.answer_facts(zero, main, jobs["lm_domain"])
+    fills["lm_where_table"] = lm.where_table(jobs["lm_where"], main, zero) if jobs["lm_where"] else _absent(root, "lm_where")
+    return records

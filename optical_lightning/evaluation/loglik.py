@@ -262,11 +262,17 @@ class LoglikMCQA(QuestionsEvaluator):
         split: the split the paths name (recorded with the results; choose recipes on ``val``).
         quantize: ``none`` (the weights' own dtype) or ``int8`` (:func:`~optical_lightning.models.quantize.int8_copy`:
             faster on a CPU without bf16, and further from the bf16 answers than float32; docs/benchmarks.md).
+        records_file: the per-question file written beside ``results.json`` (a second evaluator, e.g. the dev
+            split beside the test split, needs its own: ``mcqa-val.json``).
     """
 
     def __init__(self, name: str, questions: QuestionSet, template: str | None = None, batch_size: int = 8,
-                 cache_dir: str | None = None, split: str | None = None, quantize: str = "none") -> None:
+                 cache_dir: str | None = None, split: str | None = None, quantize: str = "none",
+                 records_file: str = "mcqa.json") -> None:
         self.name, self.set, self.split = name, questions, split
+        if not isinstance(records_file, str) or Path(records_file).name != records_file or not records_file.endswith(".json"):
+            raise ConfigError(f"records_file={records_file!r}: a plain file name ending in .json, e.g. mcqa-val.json")
+        self.records_file = records_file
         self.quantize = check_quantize(quantize)
         self.template = resolve_template(template)
         self.batch_size = require_int("mcqa.batch_size", batch_size, minimum=1)
@@ -284,10 +290,11 @@ class LoglikMCQA(QuestionsEvaluator):
                       lang: str | None = None, languages: Sequence[str] | None = None, optional: bool = False,
                       max_questions: int | None = None, subjects: Sequence[str] | None = None, seed: int = 0,
                       template: str | None = None, batch_size: int = 8,
-                      cache_dir: str | None = None, quantize: str = "none") -> LoglikMCQA:
+                      cache_dir: str | None = None, quantize: str = "none",
+                      records_file: str = "mcqa.json") -> LoglikMCQA:
         """The evaluator from the flat settings of ``conf/mcqa/afrimmlu_loglik.yaml`` (``mcqa.split=val``)."""
         questions = QuestionSet(path, reference, lang, languages, optional, max_questions, subjects, seed)
-        return cls(name, questions, template, batch_size, cache_dir, split, quantize)
+        return cls(name, questions, template, batch_size, cache_dir, split, quantize, records_file)
 
     # ------------------------------------------------------------------ protocol
     def __call__(self, encoders: Encoders, stage: Stage | str) -> Metrics:
@@ -323,7 +330,7 @@ class LoglikMCQA(QuestionsEvaluator):
         return results
 
     def records(self) -> dict[str, Any]:
-        return {"mcqa.json": self.details()} if self.stages else {}
+        return {self.records_file: self.details()} if self.stages else {}
 
     def clear_records(self) -> None:
         self.stages.clear()

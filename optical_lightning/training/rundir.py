@@ -64,7 +64,7 @@ RETARGETED = {"optical_lightning.evaluation.EvalSuite": "optical_lightning.evalu
 RETIRED = ("callbacks.learning_curve.evaluators.retrieval.zero_shot",
            "callbacks.learning_curve.evaluators.retrieval.upper_bound")
 # What a run writes; ``rerun=true`` removes these (results.json first, so the folder never looks complete).
-OUTPUTS = (RESULTS, "per_query.json", "mcqa.json", "student", "plots", "csv", "checkpoints", "wandb")
+OUTPUTS = (RESULTS, "per_query.json", "mcqa.json", "mcqa-val.json", "student", "plots", "csv", "checkpoints", "wandb")
 
 # Settings that say where things go or how a run is driven, not what it computes (and every *cache_dir:
 # caches never change a result).
