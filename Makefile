@@ -81,6 +81,7 @@ LM_LAYERS ?= 7,21,28
 LM_RANKS ?= 4,16
 LM_STUDY = $(PYTHON) run.py -m experiment=report_lm report.dir=$(REPORT_DIR) $(LM_ARGS)
 SETS = $(if $(EVAL_SETS),'retrieval.sets=$(EVAL_SETS)')
+MAXSIM_SETS = $(if $(MAXSIM_EVAL_SETS),'retrieval.sets=$(MAXSIM_EVAL_SETS)',$(SETS))
 define study
 	$(STUDY) report.part=zero_shot distill=none lang=$(LANGS) eval.upper_bound=true eval.translate_test=true $(SETS)
 	$(STUDY) report.part=main seed=$(SEEDS) lang=$(LANGS) distill=$(SYSTEMS) $(SETS)
@@ -91,9 +92,9 @@ define study
 	for ps in $(EPOCH_STEPS); do \
 	  $(STUDY) report.part=data_epochs lang=sw data.val_size=0 data.max_pairs=$${ps%:*} trainer.max_steps=$${ps#*:} $(SETS) || exit 1; done
 	for a in $(ABLATIONS); do $(STUDY) report.part=ablation lang=sw "$$a" $(SETS) || exit 1; done
-	$(STUDY) report.part=maxsim lang=sw distill=mse,optical seed=$(SEEDS) 'retrieval.scoring=[pooled,maxsim]' $(SETS)
+	$(STUDY) report.part=maxsim lang=sw distill=mse,optical seed=$(SEEDS) 'retrieval.scoring=[pooled,maxsim]' $(MAXSIM_SETS)
 	$(LM_STUDY) report.part=lm_zero_shot distill=none eval.translate_test=true
-	$(LM_STUDY) report.part=lm_main distill=$(LM_SYSTEMS) seed=$(LM_SEEDS)
+	$(LM_STUDY) report.part=lm_main seed=$(LM_SEEDS) distill=$(LM_SYSTEMS)
 	$(LM_STUDY) report.part=lm_domain domain=$(LM_DOMAINS) domain.ratio=$(LM_RATIOS)
 	ends=$$($(PYTHON) experiments/report.py $(REPORT_DIR) --lm-dev-extremes) && best=$${ends%;*} && worst=$${ends#*;} && \
 	  $(LM_STUDY) report.part=lm_domain $$best domain.schedule=sequential && \
@@ -113,6 +114,7 @@ report-smoke: install data/manifest.json  ## the study end to end on a small sli
 	$(MAKE) --no-print-directory _study REPORT_DIR=outputs/report-smoke REPORT_OUT=outputs/report-smoke \
 	  LANGS=sw SEEDS=1 SYSTEMS=mse,optical DOMAINS=questions RATIOS=0,1.0 PAIRS=100 EPOCH_STEPS=100:2 \
 	  ABLATIONS=ot=unbalanced EVAL_SETS='[udhr,tico19-test,flores200-devtest,afriqa-questions-dev,afriqa-passages-dev]' \
+	  MAXSIM_EVAL_SETS='[tico19-test,afriqa-questions-dev]' \
 	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40" \
 	  LM_SEEDS=1 LM_DOMAINS=questions LM_RATIOS=1.0 LM_EXTRA_SEEDS=2 LM_LAYERS=3 LM_RANKS=2 \
 	  LM_ARGS="teacher=tiny_lm student=tiny_lm teacher.dtype=32 trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40"
