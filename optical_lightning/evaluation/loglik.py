@@ -19,8 +19,7 @@ The stages (:mod:`~optical_lightning.evaluation.stages`) of :class:`LoglikMCQA`:
   since the student before training *is* the base model (its adapters start at zero);
 * ``trained``: the student on the run's questions (``NAME``) and, with an English reference, on the English
   ones (``NAME-en``: what the adapters cost in English; compare with ``NAME`` at ``teacher_en``);
-* ``translate_dense`` (with a dictionary): the teacher on the question translated word by word, with the
-  English options; the learning curve's ``step<N>``: the student on the run's questions.
+* ``translate_dense`` (with a dictionary): the teacher on the question and its options translated word by word; the learning curve's ``step<N>``: the student on the run's questions.
 
 The base model's answers depend only on its weights, the template and the questions, so they are cached on
 disk (JSON, keyed by all three) and later runs and sweep jobs read them instead of scoring again.
@@ -310,8 +309,9 @@ class LoglikMCQA(QuestionsEvaluator):
         elif stage == Stage.ZERO_SHOT:
             scored = {self.name: (self.questions, self.base_logliks(teacher, self.questions))}
         elif stage == Stage.TRANSLATE_DENSE:
-            translated = [dataclasses.replace(e, question=encoders.translator.translate(q.question))
-                          for q, e in zip(self.questions, self.english)]
+            translate = encoders.translator.translate  # the question and its options: no human translation leaks in
+            translated = [dataclasses.replace(q, question=translate(q.question), choices=tuple(map(translate, q.choices)))
+                          for q in self.questions]
             scored = {self.name: (self.questions, self.logliks(teacher, translated))}
         else:  # trained, and the learning curve's step<N>: the student
             scored = {self.name: (self.questions, self.logliks(student, self.questions))}
