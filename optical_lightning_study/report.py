@@ -345,9 +345,13 @@ def data_table(fixed_steps: list[Job], fixed_epochs: list[Job], main: list[Job],
 
 # ------------------------------------------------------------------------------------------------- 4
 def ablation_label(job: Job) -> str:
+    """The job's own overrides, settings that moved since under their current names (``eval.scoring``)."""
+    from optical_lightning.training.rundir import MOVED
+
     own = [o for o in (job.results.get("run") or {}).get("overrides") or [job.name]
            if not o.startswith(("experiment=", "paths.", "report.", "hydra.", "trainer.enable_progress_bar"))]
-    return ", ".join(own) or job.name
+    renamed = [MOVED.get(o.split("=", 1)[0], o.split("=", 1)[0]) + o[len(o.split("=", 1)[0]):] for o in own]
+    return ", ".join(renamed) or job.name
 
 
 def ablation_table(jobs: list[Job], main: list[Job]) -> str:
