@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from optical_lightning_study.report import best_domain, render
-from optical_lightning_study.report_lm import dev_extremes
+from optical_lightning_study.report_lm import dev_extremes, lm_tables
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}; run the lm_domain part first", file=sys.stderr)
             return 2
         return 0
-    path, missing = render(args.root, args.out, args.template)
+    path, missing = render(args.root, args.out, args.template, fillers=[lm_tables])
     print(f"wrote {path}" + (f"; parts without results: {', '.join(missing)}" if missing else ""))
     return 1 if args.require_all and missing else 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,8 +458,13 @@ def _line_plot(path: Path, xlabel: str, panels: dict[str, dict[tuple[str, str], 
     return save_png(fig, path)
 
 
-def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
-    """Fill the template from the parts under ``root``; returns REPORT.md's path and the missing parts."""
+#: fills more placeholders from the parts' jobs (``report_lm.lm_tables``): (root, out, jobs by part, fills) -> paired records
+Filler = Callable[[Path, Path, dict[str, list[Job]], dict[str, str]], list[dict]]
+
+
+def render(root: Path, out: Path, template: Path, fillers: Sequence[Filler] = ()) -> tuple[Path, list[str]]:
+    """Fill the template from the parts under ``root`` (and ``fillers``, e.g. the language model's tables); returns
+    REPORT.md's path and the missing parts."""
     parts = {p: load_part(root, p) for p in PARTS}
     missing = [p for p, (jobs, _) in parts.items() if not jobs]
     out.mkdir(parents=True, exist_ok=True)
@@ -474,7 +480,8 @@ def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
     fills["ablation_table"] = ablation_table(jobs["ablation"], main) if jobs["ablation"] else _absent(root, "ablation")
     fills["dev_test_table"] = dev_test_table([j for p in RETRIEVAL_PARTS for j in jobs[p]])
     fills["maxsim_table"] = maxsim_tables(jobs["maxsim"], main) if jobs["maxsim"] else _absent(root, "maxsim")
-    lm_records = _lm_fills(root, out, jobs, fills)
+    for filler in fillers:
+        records += filler(root, out, jobs, fills)
     fills["runs"] = _table(["part", "complete jobs", "incomplete", "compute (min)"],
                            [[p, str(len(j)), ", ".join(inc) or "–", f"{sum(x.minutes for x in j):.1f}"]
                             for p, (j, inc) in parts.items()])
@@ -485,20 +492,7 @@ def render(root: Path, out: Path, template: Path) -> tuple[Path, list[str]]:
     left = re.findall(r"\{\{(\w+)\}\}", text)
     if left:
         raise ValueError(f"{template}: unknown placeholders {left}")
-    atomic_write_text(out / "paired_tests.json", json.dumps(records + lm_records, indent=1))
+    atomic_write_text(out / "paired_tests.json", json.dumps(records, indent=1))
     return atomic_write_text(out / "REPORT.md", text), missing
 
 
-
-def _lm_fills(root: Path, out: Path, jobs: dict[str, list[Job]], fills: dict[str, str]) -> list[dict]:
-    """The language model's tables (parts 1-3 of the third edition); returns their paired tests' records."""
-    from optical_lightning_study import report_lm as lm
-
-    zero, main = jobs["lm_zero_shot"], jobs["lm_main"]
-    fills["lm_main_table"] = lm.main_table(zero, main) if zero or main else _absent(root, "lm_main")
-    fills["lm_paired_table"], records = lm.paired_table(zero, main) if main else (_absent(root, "lm_main"), [])
-    fills["lm_subject_table"] = lm.subject_table(lm.system_rows(zero, main)) or _absent(root, "lm_main")
-    fills["lm_domain_table"] = lm.domain_table(jobs["lm_domain"], main, out) if jobs["lm_domain"] else _absent(root, "lm_domain")
-    fills["lm_domain_facts"] = lm.answer_facts(zero, main, jobs["lm_domain"])
-    fills["lm_where_table"] = lm.where_table(jobs["lm_where"], main, zero) if jobs["lm_where"] else _absent(root, "lm_where")
-    return records

@@ -279,3 +279,16 @@ def answer_facts(zero: list[Job], main: list[Job], domain: list[Job]) -> str:
                          f"{t['high']:+.3f}], p {_p(t['p'])}; {significant} of {len(tests)} settings at p < 0.05 "
                          f"(uncorrected).")
     return "\n".join(lines)
+
+
+def lm_tables(root: Path, out: Path, jobs: dict[str, list[Job]], fills: dict[str, str]) -> list[dict]:
+    """The language model's tables (parts 1-3 of the third edition) into ``fills``; returns their paired tests'
+    records (a :data:`~optical_lightning_study.report.Filler` of :func:`~optical_lightning_study.report.render`)."""
+    zero, main = jobs["lm_zero_shot"], jobs["lm_main"]
+    fills["lm_main_table"] = main_table(zero, main) if zero or main else _absent(root, "lm_main")
+    fills["lm_paired_table"], records = paired_table(zero, main) if main else (_absent(root, "lm_main"), [])
+    fills["lm_subject_table"] = subject_table(system_rows(zero, main)) or _absent(root, "lm_main")
+    fills["lm_domain_table"] = domain_table(jobs["lm_domain"], main, out) if jobs["lm_domain"] else _absent(root, "lm_domain")
+    fills["lm_domain_facts"] = answer_facts(zero, main, jobs["lm_domain"])
+    fills["lm_where_table"] = where_table(jobs["lm_where"], main, zero) if jobs["lm_where"] else _absent(root, "lm_where")
+    return records
