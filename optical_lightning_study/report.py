@@ -351,7 +351,7 @@ def ablation_label(job: Job) -> str:
 
     own = [o for o in (job.results.get("run") or {}).get("overrides") or [job.name]
            if not o.startswith(("experiment=", "paths.", "report.", "hydra.", "trainer.enable_progress_bar"))]
-    renamed = [MOVED.get(o.split("=", 1)[0], o.split("=", 1)[0]) + o[len(o.split("=", 1)[0]):] for o in own]
+    renamed = [f"{MOVED.get(key, key)}={value}" for key, _, value in (o.partition("=") for o in own)]
     return ", ".join(renamed) or job.name
 
 

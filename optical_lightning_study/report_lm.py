@@ -22,7 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from optical_lightning_study.report import Job, Row, _absent, _p, _table, cell, compare, diff_cell, load_part
+from optical_lightning_study.report import (
+    Job,
+    Row,
+    _absent,
+    _p,
+    _table,
+    ablation_label,
+    cell,
+    compare,
+    diff_cell,
+    load_part,
+)
 
 LM_PARTS = ("lm_zero_shot", "lm_main", "lm_domain", "lm_where")
 #: column label -> (side, metric): ``sw`` the questions in Swahili, ``en`` in English, ``bitext`` the held-out pairs
@@ -231,12 +242,6 @@ def dev_extremes(root: Path) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------------- where to align
-def where_label(job: Job) -> str:
-    own = [o for o in (job.results.get("run") or {}).get("overrides") or [job.name]
-           if not o.startswith(("experiment=", "paths.", "report.", "hydra.", "trainer.enable_progress_bar"))]
-    return ", ".join(own) or job.name
-
-
 def where_table(jobs: list[Job], main: list[Job], zero: list[Job]) -> str:
     """The aligned layer and the LoRA rank against the default (the main table's), and token OT against pooled
     alignment at the same layer (the main table's OPTICAL and contrastive-alone jobs, seed 1); with compute."""
@@ -253,7 +258,7 @@ def where_table(jobs: list[Job], main: list[Job], zero: list[Job]) -> str:
     rows = [[f"default: layer {layer}, LoRA r {rank}, token OT + contrastive", f"{general[0].minutes:.1f}"] +
             _cells(base, PAIRED) + ["–"]]
     candidates = [(f"pooled alignment at layer {layer} (contrastive alone)", pooled)] if pooled else []
-    candidates += [(where_label(j), [j]) for j in sorted(jobs, key=key)]
+    candidates += [(ablation_label(j), [j]) for j in sorted(jobs, key=key)]
     for label, group in candidates:
         r = trained_row(label, group)
         t = compare(r.values("sw", "gold_prob"), base.values("sw", "gold_prob"))
