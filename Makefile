@@ -82,6 +82,9 @@ LM_EXTRA_SEEDS ?=
 LM_LAYERS ?= 7,21,28
 LM_RANKS ?= 4,16
 LM_STUDY = $(PYTHON) run.py -m experiment=report_lm report.dir=$(REPORT_DIR) $(LM_ARGS)
+# Somali has no MMLU-style set offline: no multiple-choice evaluators, so no mcqa.* settings either
+LM_SOMALI = $(PYTHON) run.py -m experiment=report_lm report.dir=$(REPORT_DIR) $(filter-out mcqa.%,$(LM_ARGS)) \
+  report.part=lm_somali lang=so mcqa=none eval.evaluators.mcqa_dev=null 'retrieval.sets=[tico19-test]'
 SETS = $(if $(EVAL_SETS),'retrieval.sets=$(EVAL_SETS)')
 MAXSIM_SETS = $(if $(MAXSIM_EVAL_SETS),'retrieval.sets=$(MAXSIM_EVAL_SETS)',$(SETS))
 define study
@@ -104,6 +107,7 @@ define study
 	  $(LM_STUDY) report.part=lm_domain $$worst seed=$(LM_EXTRA_SEEDS))
 	$(LM_STUDY) report.part=lm_where teacher.align_layer=$(LM_LAYERS)
 	$(LM_STUDY) report.part=lm_where student.lora.r=$(LM_RANKS)
+	$(LM_SOMALI)
 	$(PYTHON) experiments/report.py $(REPORT_DIR) --out $(REPORT_OUT) $(REPORT_CHECK)
 endef
 

@@ -31,7 +31,7 @@ from optical_lightning_study.significance import mean_ci, paired_test
 #: the retrieval parts (second edition, re-rendered from their records), then the third edition's new ones: the
 #: language model's (optical_lightning_study.report_lm) and max-sim scoring of the retrieval students
 RETRIEVAL_PARTS = ("zero_shot", "main", "domain", "data", "data_epochs", "ablation")
-PARTS = (*RETRIEVAL_PARTS, "lm_zero_shot", "lm_main", "lm_domain", "lm_where", "maxsim")
+PARTS = (*RETRIEVAL_PARTS, "lm_zero_shot", "lm_main", "lm_domain", "lm_where", "lm_somali", "maxsim")
 #: distill.name -> the system's name in the tables
 SYSTEMS = {"none": "zero-shot", "mse": "MSE", "optical": "OPTICAL", "optical_mse": "OPTICAL + MSE",
            "contrastive": "contrastive alone"}

@@ -6,7 +6,8 @@ The jobs are ``experiment=report_lm`` multiruns (``make report``), written to ``
   reference), on the Swahili ones (zero-shot) and on their word-by-word translation (translate-test);
 * ``lm_main``: OPTICAL, pooled MSE, the contrastive term alone and OPTICAL + MSE, seeds 1-3;
 * ``lm_domain``: OPTICAL with medical, question or software bitext mixed in (and sequential for the best mix);
-* ``lm_where``: the aligned layer and the LoRA rank.
+* ``lm_where``: the aligned layer and the LoRA rank;
+* ``lm_somali``: OPTICAL for Somali, which has no MMLU-style set offline: hidden-state retrieval only.
 
 Each job scores AfriMMLU test (``mcqa.json``: the student in Swahili and in English) and AfriMMLU val
 (``mcqa-val.json``: dev, what the domain part chooses by). A cell is the mean over questions of seeds averaged per
@@ -35,7 +36,7 @@ from optical_lightning_study.report import (
     load_part,
 )
 
-LM_PARTS = ("lm_zero_shot", "lm_main", "lm_domain", "lm_where")
+LM_PARTS = ("lm_zero_shot", "lm_main", "lm_domain", "lm_where", "lm_somali")
 #: column label -> (side, metric): ``sw`` the questions in Swahili, ``en`` in English, ``bitext`` the held-out pairs
 COLUMNS = (("Swahili accuracy", "sw", "accuracy"), ("agreement with English answers", "sw", "agreement"),
            ("right letter's probability", "sw", "gold_prob"), ("English accuracy", "en", "accuracy"),
@@ -266,6 +267,25 @@ def where_table(jobs: list[Job], main: list[Job], zero: list[Job]) -> str:
     return _table(["setting", "job (min)"] + [c[0] for c in PAIRED] + ["right letter's probability: Δ against default"], rows)
 
 
+# -------------------------------------------------------------------------------------------------- Somali
+#: what a Somali job measures: hidden-state "find the translation" on its held-out pairs and on TICO-19
+SOMALI_SETS = (("bitext-val P@1", "bitext-val"), ("TICO-19 P@1", "tico19-test"))
+
+
+def somali_table(jobs: list[Job]) -> str:
+    """The base model against the OPTICAL student on the Somali sets, paired over the same queries."""
+    rows = []
+    for j in sorted((j for j in jobs if j.lang == "so"), key=lambda j: j.cfg("seed") or 0):
+        base = [j.values(s, "P@1", "zero_shot") for _, s in SOMALI_SETS]
+        trained = [j.values(s, "P@1", "trained") for _, s in SOMALI_SETS]
+        rows += [[f"base model (zero-shot), seed {j.cfg('seed')}", f"{j.minutes:.1f}"] + [cell(v) for v in base],
+                 [f"{j.system}, seed {j.cfg('seed')}", "–"] + [cell(v) for v in trained],
+                 [f"{j.system} − base model", "–"] + [diff_cell(compare(t, b)) for t, b in zip(trained, base)]]
+    if not rows:
+        return "_Not available yet: no Somali job is complete._"
+    return _table(["system", "job (min)"] + [label for label, _ in SOMALI_SETS], rows)
+
+
 # ------------------------------------------------------------------------------------------------- summary
 def answer_facts(zero: list[Job], main: list[Job], domain: list[Job]) -> str:
     """The numbers the answer paragraph rests on, generated: the largest paired changes of the domain part."""
@@ -296,4 +316,5 @@ def lm_tables(root: Path, out: Path, jobs: dict[str, list[Job]], fills: dict[str
     fills["lm_domain_table"] = domain_table(jobs["lm_domain"], main, out) if jobs["lm_domain"] else _absent(root, "lm_domain")
     fills["lm_domain_facts"] = answer_facts(zero, main, jobs["lm_domain"])
     fills["lm_where_table"] = where_table(jobs["lm_where"], main, zero) if jobs["lm_where"] else _absent(root, "lm_where")
+    fills["lm_somali_table"] = somali_table(jobs["lm_somali"]) if jobs["lm_somali"] else _absent(root, "lm_somali")
     return records

@@ -67,6 +67,17 @@ def _lm_job(root: Path, part: str, name: str, *, distill: str = "optical", seed:
     (folder / "per_query.json").write_text(json.dumps(per_query))
 
 
+def _somali_job(root: Path) -> None:
+    """A Somali job: hidden-state retrieval only, the student right on every held-out pair, the base model on half."""
+    folder = root / "lm_somali" / "lang=so"
+    folder.mkdir(parents=True)
+    per_query = {f"{s}/{stage}": {f"{s}{i}": {"P@1": float(stage == "trained" or i % 2 == 0)} for i in range(40)}
+                 for s in ("bitext-val", "tico19-test-so-en") for stage in ("zero_shot", "trained")}
+    (folder / "per_query.json").write_text(json.dumps(per_query))
+    config = {"lang": {"code": "so"}, "distill": {"name": "optical"}, "ot": {"loss": "transport"}, "seed": 1}
+    (folder / "results.json").write_text(json.dumps({"config": config, "metrics": {}, "timing": {"total_s": 540}}))
+
+
 def _study(root: Path) -> None:
     _lm_job(root, "lm_zero_shot", "distill=none", distill="none", sw=0.35, en=0.55)
     for seed in (1, 2, 3):
@@ -77,6 +88,7 @@ def _study(root: Path) -> None:
         _lm_job(root, "lm_domain", f"domain.ratio=0.5,domain={domain}", domain=domain, ratio=0.5, val=val, sw=sw)
         _lm_job(root, "lm_domain", f"domain.ratio=1.0,domain={domain}", domain=domain, ratio=1.0, val=0.5, sw=sw)
     _lm_job(root, "lm_where", "teacher.align_layer=7", layer=7, sw=0.3)
+    _somali_job(root)
 
 
 def test_language_model_parts_render_with_paired_tests_against_the_base_model(tmp_path):
@@ -101,6 +113,9 @@ def test_language_model_parts_render_with_paired_tests_against_the_base_model(tm
     assert "Change against general bitext alone" in report
     assert "- Swahili accuracy: the largest change is medical (mixed, " in report  # 0.2 against general's 0.75
     assert "teacher.align_layer=7" in report and "pooled alignment at layer 14 (contrastive alone)" in report
+    somali = report.split("**Somali.**")[1]
+    assert "| base model (zero-shot), seed 1 | 9.0 | 0.500 [" in somali and "| OPTICAL, seed 1 | – | 1.000 [" in somali
+    assert "| OPTICAL − base model | – | +0.500 [" in somali  # paired over the same 40 queries
     assert "_Not available yet: no complete max-sim job" in report or "under `report/maxsim`" in report
 
 
@@ -152,7 +167,7 @@ def test_a_language_model_study_job_writes_the_records_the_report_reads(tmp_path
     does: test and dev answers in their own files, skipped when complete, rendered into the main table."""
     import shutil
 
-    from conftest import FIXTURES, SW_BITEXT, run_cli
+    from conftest import FIXTURES, SO_BITEXT, SW_BITEXT, run_cli
 
     data = tmp_path / "data"
     shutil.copytree(FIXTURES / "eval", data / "eval")
@@ -182,3 +197,17 @@ def test_a_language_model_study_job_writes_the_records_the_report_reads(tmp_path
                              "--out", str(out)], capture_output=True, text=True)
     assert render.returncode == 0, render.stderr
     assert "| OPTICAL | 1 |" in (out / "REPORT.md").read_text()
+
+    # Somali, as `make report` runs it: no MMLU-style set, so no multiple-choice evaluator; retrieval only
+    (data / "bitext" / "so").mkdir(parents=True)
+    shutil.copy(SO_BITEXT, data / "bitext" / "so" / "train.tsv")
+    somali = [o for o in overrides if not o.startswith(("report.part", "eval.evaluators", "retrieval.sets"))]
+    proc = run_cli(*somali, "report.part=lm_somali", "lang=so", "mcqa=none", "eval.evaluators.mcqa_dev=null",
+                   "retrieval.sets=[tico19-test]", cwd=tmp_path, multirun=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (job,) = [p.parent for p in (tmp_path / "experiments" / "report" / "lm_somali").glob("*/results.json")]
+    assert not (job / "mcqa.json").exists()
+    render = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(tmp_path / "experiments" / "report"),
+                             "--out", str(out)], capture_output=True, text=True)
+    assert render.returncode == 0, render.stderr
+    assert "| OPTICAL, seed 1 | – |" in (out / "REPORT.md").read_text().split("**Somali.**")[1]
