@@ -415,6 +415,7 @@ def maxsim_tables(jobs: list[Job], main: list[Job]) -> str:
     if rows:
         out.append("Paired differences on the same queries ([95% CI], p):\n\n" +
                    _table(["comparison"] + [c[0] for c in MAXSIM_DEV + MAXSIM_TEST], rows))
+
     def eval_minutes(group: list[Job]) -> float:
         return float(np.mean([j.results.get("timing", {}).get("eval_trained_s") or 0 for j in group])) / 60
 
