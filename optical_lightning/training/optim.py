@@ -77,15 +77,23 @@ def check_learning_rate(lr: object, key: str = "optim.optimizer.lr") -> None:
 
 
 def check_numeric_settings(config: Any) -> None:
-    """``seed`` is an integer in numpy's range and no float setting anywhere is ``nan`` or ``inf``.
+    """Every interpolation resolves, ``seed`` is an integer in numpy's range and no float setting anywhere is
+    ``nan`` or ``inf``.
 
     Runs first, on the config as given (so ``seed=abc`` is named before anything is seeded), and walks
     every setting, so a new float setting is covered without being listed here.
     """
     from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.errors import InterpolationKeyError
 
     if isinstance(config, (DictConfig, ListConfig)):
-        config = OmegaConf.to_container(config, resolve=True)
+        try:
+            config = OmegaConf.to_container(config, resolve=True)
+        except InterpolationKeyError as e:  # e.g. an evaluator reading ${mcqa.template} after mcqa=none
+            missing = str(e.msg).split("'")[1] if "'" in str(e.msg) else str(e.msg)
+            parent = (e.full_key or "the setting").rsplit(".", 1)[0]
+            raise ConfigError(f"{e.full_key} refers to {missing}, which this config does not have: set {missing}, "
+                              f"or drop the entry with {parent}=null") from None
     seed = config.get("seed") if isinstance(config, dict) else None
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, {MAX_SEED}] (it seeds torch, numpy and the data order), "

@@ -105,6 +105,14 @@ def test_settings_that_diverge_or_hang_are_one_line_up_front(override, named, tm
     assert_untouched(run_dir(tmp_path))
 
 
+def test_a_setting_that_refers_to_a_removed_group_is_one_line_naming_both_fixes(tmp_path):
+    # the study's language-model preset scores AfriMMLU val from the mcqa group's settings; mcqa=none removes them
+    message = refused(("experiment=report_lm", "teacher=tiny_lm", "student=tiny_lm", "lang=so", "mcqa=none"), tmp_path)
+    assert message == ("eval.evaluators.mcqa_dev.languages refers to mcqa.languages, which this config does not have: "
+                       "set mcqa.languages, or drop the entry with eval.evaluators.mcqa_dev=null"), message
+    assert_untouched(run_dir(tmp_path))
+
+
 def test_the_ot_head_names_its_bounds_when_built_directly():
     with pytest.raises(ConfigError, match=r"ot\.blur=inf: must be a finite number >= 0\.01"):
         OTDistillationHead(blur=math.inf)
