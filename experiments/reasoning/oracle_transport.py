@@ -1,0 +1,208 @@
+"""The ceiling of token-level alignment: if the Swahili states after layer L *were* the English ones, transported
+token by token, would the model answer as it does in English?
+
+For each AfriMMLU question the base model reads the English prompt and the Swahili prompt up to layer L. The OT head
+(cosine cost on unit states, Sinkhorn at the training blur) gives a plan P between the two prompts' question-and-
+option tokens, and each Swahili token i is replaced by English states: its barycentric projection
+``sum_j P_ji y_j / sum_j P_ji`` (``soft``), or the English state it sends most mass to (``hard``), with ``y`` the raw
+(unnormalised) English states. The layers above L then read the replaced states in the Swahili sequence's own
+positions, and the answer letters are scored as the study scores them. Rows:
+
+* ``zero-shot``: the Swahili states as they are (the base model's Swahili answers);
+* ``content soft`` / ``content hard``: question and option tokens replaced; the template's tokens (its English
+  instruction, ``A.`` .. ``D.``, ``Answer:``) keep the states they have in the Swahili prompt. This is what a
+  perfect alignment of the bitext's content would give the layers above;
+* ``all soft``: every token transported, the template's too. The English template tokens after layer L have read the
+  English question, so this row lets the English answer through the template and bounds the others from above;
+* ``English``: the base model on the English prompt (the reference of agreement).
+
+    python experiments/reasoning/oracle_transport.py --layers 14 --out experiments/reasoning/oracle-transport
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import string
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from optical_lightning.evaluation.loglik import (
+    CONTINUATIONS,
+    DEFAULT_TEMPLATE,
+    continuation_logliks,
+    encode_pair,
+    gold_probabilities,
+)
+from optical_lightning.evaluation.questions import MCQuestion, QuestionSet
+from optical_lightning.losses.ot import OTDistillationHead
+from optical_lightning.models.causal_lm import CausalLMEncoder, load_causal_lm
+
+DATA = "data/eval/mcqa/afrimmlu"
+CONTENT = ("question", "option_a", "option_b", "option_c", "option_d")
+VARIANTS = ("zero-shot", "content soft", "content hard", "all soft")
+
+
+def prompt_and_content(question: MCQuestion, template: str = DEFAULT_TEMPLATE) -> tuple[str, list[tuple[int, int]]]:
+    """The scored prompt and the character spans of its question and options (the rest is the template)."""
+    values = {"subject": question.subject.replace("_", " "), "question": question.question,
+              **dict(zip(CONTENT[1:], question.choices))}
+    text, spans = "", []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        text += literal
+        if field is not None:
+            if field in CONTENT:
+                spans.append((len(text), len(text) + len(values[field])))
+            text += values[field]
+    return text, spans
+
+
+def tokens_and_content(tokenizer: Any, prompt: str, spans: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompt's tokens as the scorer feeds them (``encode_pair``'s context) and which lie in ``spans``."""
+    ids = encode_pair(tokenizer, prompt, CONTINUATIONS[0])[0]
+    offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+    if len(offsets) != len(ids):
+        raise ValueError("the tokenizer's offsets do not match the scored prompt's tokens")
+    return torch.tensor(ids), torch.tensor([any(s < end and e > start for start, end in spans) for s, e in offsets])
+
+
+@contextmanager
+def replaced_after(lm: torch.nn.Module, layer: int, states: torch.Tensor | None) -> Iterator[None]:
+    """Within the block, decoder layer ``layer`` outputs ``states`` (T, H) at the first T positions of every row
+    instead of what it computed (the letters after the prompt keep theirs)."""
+    if states is None:
+        yield
+        return
+
+    def swap(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = (output[0] if isinstance(output, tuple) else output).clone()
+        hidden[:, :len(states)] = states.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = lm.get_decoder().layers[layer - 1].register_forward_hook(swap)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def letters(lm: torch.nn.Module, tokenizer: Any, prompt: str) -> torch.Tensor:
+    """The four letters' log-likelihoods after the prompt, scored exactly as the study scores them."""
+    return continuation_logliks(lm, tokenizer, [prompt], CONTINUATIONS, batch_size=len(CONTINUATIONS))[0]
+
+
+@torch.inference_mode()
+def states_by_layer(lm: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The prompt's hidden states: the embeddings, then after every decoder layer (the last after the final norm)."""
+    return lm(input_ids=ids[None], output_hidden_states=True, use_cache=False).hidden_states
+
+
+def transported(sw: torch.Tensor, en: torch.Tensor, sw_mask: torch.Tensor, en_mask: torch.Tensor,
+                head: OTDistillationHead, hard: bool) -> torch.Tensor:
+    """``sw`` (T, H) with its masked tokens replaced by English states of ``en`` (S, H), through the plan."""
+    y, x = sw[sw_mask].float(), en[en_mask].float()
+    plan = head(F.normalize(x, dim=-1)[None], torch.ones(1, len(x)), F.normalize(y, dim=-1)[None],
+                torch.ones(1, len(y))).plan[0]  # (English, Swahili)
+    if hard:
+        mixed = x[plan.argmax(0)]
+    else:
+        mixed = (plan.T @ x) / plan.sum(0)[:, None]
+    out = sw.clone().float()
+    out[sw_mask] = mixed
+    return out
+
+
+def run(encoder: CausalLMEncoder, questions: Sequence[MCQuestion], english: Sequence[MCQuestion],
+        layers: Sequence[int], head: OTDistillationHead,
+        progress: Callable[[int], None] = lambda i: None) -> dict[str, torch.Tensor]:
+    """Per layer and variant, the four letter log-likelihoods of every question; and the English ones."""
+    lm, tokenizer = encoder.base_lm, encoder.tokenizer
+    logliks: dict[str, list] = {"English": [], **{f"{v} @{layer}": [] for layer in layers for v in VARIANTS}}
+    for i, (sw_q, en_q) in enumerate(zip(questions, english)):
+        (sw_prompt, sw_spans), (en_prompt, en_spans) = prompt_and_content(sw_q), prompt_and_content(en_q)
+        sw_ids, sw_content = tokens_and_content(tokenizer, sw_prompt, sw_spans)
+        en_ids, en_content = tokens_and_content(tokenizer, en_prompt, en_spans)
+        sw_states, en_states = states_by_layer(lm, sw_ids), states_by_layer(lm, en_ids)
+        logliks["English"].append(letters(lm, tokenizer, en_prompt))
+        zero_shot = letters(lm, tokenizer, sw_prompt)
+        every_sw, every_en = torch.ones(len(sw_ids), dtype=torch.bool), torch.ones(len(en_ids), dtype=torch.bool)
+        for layer in layers:
+            sw_h, en_h = sw_states[layer][0], en_states[layer][0]
+            logliks[f"zero-shot @{layer}"].append(zero_shot)
+            for variant, (sw_mask, en_mask, hard) in {"content soft": (sw_content, en_content, False),
+                                                      "content hard": (sw_content, en_content, True),
+                                                      "all soft": (every_sw, every_en, False)}.items():
+                with replaced_after(lm, layer, transported(sw_h, en_h, sw_mask, en_mask, head, hard)):
+                    logliks[f"{variant} @{layer}"].append(letters(lm, tokenizer, sw_prompt))
+        progress(i + 1)
+    return {name: torch.stack(rows) for name, rows in logliks.items()}
+
+
+def summary(logliks: dict[str, torch.Tensor], answers: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Accuracy, agreement with the English answers and the right letter's probability, per row."""
+    gold = torch.tensor(list(answers))
+    english = logliks["English"].argmax(-1)
+    return {name: {"accuracy": float((ll.argmax(-1) == gold).float().mean()),
+                   "agreement": float((ll.argmax(-1) == english).float().mean()),
+                   "gold_prob": float(gold_probabilities(ll, list(answers)).mean())}
+            for name, ll in logliks.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
+    parser.add_argument("--split", default="val", help="AfriMMLU split: val (dev, the default) or test")
+    parser.add_argument("--lang", default="sw")
+    parser.add_argument("--layers", default="14", help="comma-separated decoder layers, e.g. 7,14,21")
+    parser.add_argument("--blur", type=float, default=0.1, help="the OT head's blur (training default 0.1)")
+    parser.add_argument("--max-questions", type=int)
+    parser.add_argument("--dtype", default="bf16")
+    parser.add_argument("--cache-dir", default=".cache")
+    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    layers = [int(x) for x in args.layers.split(",")]
+    qset = QuestionSet(f"{args.data}/{args.lang}.{args.split}.jsonl", f"{args.data}/en.{args.split}.jsonl", args.lang,
+                       max_questions=args.max_questions)
+    questions = qset.load()
+    if not questions:
+        raise SystemExit(f"error: {qset.skipped}")
+    encoder = load_causal_lm(args.model, align_layer=max(layers), dtype=args.dtype, cache_dir=args.cache_dir)
+    depth = len(encoder.base_lm.get_decoder().layers)
+    if max(layers) >= depth:  # the last layer's hidden state is read after the final norm, not where the hook swaps
+        raise SystemExit(f"error: --layers {args.layers}: choose layers below {depth}, the model's last")
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"{len(questions)} questions", total=len(questions))
+        logliks = run(encoder, questions, qset.english, layers, OTDistillationHead(blur=args.blur),
+                      progress=lambda i: bar.update(task, completed=i))
+    rows = summary(logliks, [q.answer for q in questions])
+    record = {"model": args.model, "split": args.split, "lang": args.lang, "n": len(questions), "layers": layers,
+              "blur": args.blur, "dtype": args.dtype, "summary": rows, "ids": [q.id for q in questions],
+              "answers": [q.answer for q in questions],
+              "logliks": {k: [[round(float(x), 5) for x in r] for r in v] for k, v in logliks.items()},
+              "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+              "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(record))
+    table = ["| states after the layer | accuracy | agreement with English | right letter's probability |",
+             "|---|---|---|---|"] + [f"| {k} | {v['accuracy']:.3f} | {v['agreement']:.3f} | {v['gold_prob']:.3f} |"
+                                     for k, v in rows.items()]
+    args.out.with_suffix(".md").write_text(
+        f"AfriMMLU {args.lang} {args.split}, {len(questions)} questions, {args.model} ({args.dtype}), blur {args.blur}, "
+        f"{record['date']}, {record['seconds']:.0f} s\n\n" + "\n".join(table) + "\n")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
