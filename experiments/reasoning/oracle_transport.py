@@ -14,9 +14,15 @@ positions, and the answer letters are scored as the study scores them. Rows:
   perfect alignment of the bitext's content would give the layers above;
 * ``all soft``: every token transported, the template's too. The English template tokens after layer L have read the
   English question, so this row lets the English answer through the template and bounds the others from above;
+* ``content hard xT`` (``--shares``): the content moved a share T of the way to its hard targets;
+* ``student`` (``--student RUN/student``): a trained student reading the Swahili prompt;
 * ``English``: the base model on the English prompt (the reference of agreement).
 
-    python experiments/reasoning/oracle_transport.py --layers 14 --out experiments/reasoning/oracle-transport
+Beside each row, the Swahili content's transport cost to the English content, measured where training measures
+it (after the final RMSNorm, unit length, cosine cost): how close a student must bring the content, in the units of
+its training log, for the answers to follow.
+
+    python experiments/reasoning/oracle_transport.py --layers 7,14,21 --out experiments/reasoning/oracle-transport/val
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import platform
 import string
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,8 +82,9 @@ def tokens_and_content(tokenizer: Any, prompt: str, spans: list[tuple[int, int]]
 
 @contextmanager
 def replaced_after(lm: torch.nn.Module, layer: int, states: torch.Tensor | None) -> Iterator[None]:
-    """Within the block, decoder layer ``layer`` outputs ``states`` (T, H) at the first T positions of every row
-    instead of what it computed (the letters after the prompt keep theirs)."""
+    """Within the block, decoder layer ``layer`` of the causal LM ``lm`` (its base model: the hook holds for every
+    view of it) outputs ``states`` (T, H) at the first T positions of every row instead of what it computed (the
+    letters after the prompt keep theirs)."""
     if states is None:
         yield
         return
@@ -105,26 +113,38 @@ def states_by_layer(lm: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tenso
 
 
 def transported(sw: torch.Tensor, en: torch.Tensor, sw_mask: torch.Tensor, en_mask: torch.Tensor,
-                head: OTDistillationHead, hard: bool) -> torch.Tensor:
-    """``sw`` (T, H) with its masked tokens replaced by English states of ``en`` (S, H), through the plan."""
+                head: OTDistillationHead, hard: bool, share: float = 1.0) -> torch.Tensor:
+    """``sw`` (T, H) with its masked tokens moved ``share`` of the way to English states of ``en`` (S, H), through
+    the plan (1: replaced)."""
     y, x = sw[sw_mask].float(), en[en_mask].float()
     plan = head(F.normalize(x, dim=-1)[None], torch.ones(1, len(x)), F.normalize(y, dim=-1)[None],
                 torch.ones(1, len(y))).plan[0]  # (English, Swahili)
-    if hard:
-        mixed = x[plan.argmax(0)]
-    else:
-        mixed = (plan.T @ x) / plan.sum(0)[:, None]
+    target = x[plan.argmax(0)] if hard else (plan.T @ x) / plan.sum(0)[:, None]
     out = sw.clone().float()
-    out[sw_mask] = mixed
+    out[sw_mask] = y + share * (target - y)
     return out
 
 
+@torch.inference_mode()
+def content_cost(lm: torch.nn.Module, head: OTDistillationHead, en: torch.Tensor, sw: torch.Tensor,
+                 en_mask: torch.Tensor, sw_mask: torch.Tensor) -> float:
+    """The transport cost <P, C> between the two prompts' question-and-option tokens in the geometry training
+    aligns (the final RMSNorm, unit length, cosine distance): how far the Swahili content is from the English."""
+    norm = lm.get_decoder().norm
+    x, y = (F.normalize(norm(h[m].to(norm.weight.dtype)).float(), dim=-1) for h, m in ((en, en_mask), (sw, sw_mask)))
+    return float(head(x[None], torch.ones(1, len(x)), y[None], torch.ones(1, len(y))).transport_cost[0])
+
+
 def run(encoder: CausalLMEncoder, questions: Sequence[MCQuestion], english: Sequence[MCQuestion],
-        layers: Sequence[int], head: OTDistillationHead,
-        progress: Callable[[int], None] = lambda i: None) -> dict[str, torch.Tensor]:
-    """Per layer and variant, the four letter log-likelihoods of every question; and the English ones."""
-    lm, tokenizer = encoder.base_lm, encoder.tokenizer
-    logliks: dict[str, list] = {"English": [], **{f"{v} @{layer}": [] for layer in layers for v in VARIANTS}}
+        layers: Sequence[int], head: OTDistillationHead, shares: Sequence[float] = (),
+        student: CausalLMEncoder | None = None,
+        progress: Callable[[int], None] = lambda i: None) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """Per layer and row, the four letter log-likelihoods of every question (and the English ones), and the
+    Swahili content's transport cost to the English content."""
+    # the base model's view (any student's adapters off); the swap hooks sit on the shared decoder layers
+    lm, base, tokenizer = encoder.lm, encoder.base_lm, encoder.tokenizer
+    logliks: dict[str, list] = defaultdict(list)
+    costs: dict[str, list[float]] = defaultdict(list)
     for i, (sw_q, en_q) in enumerate(zip(questions, english)):
         (sw_prompt, sw_spans), (en_prompt, en_spans) = prompt_and_content(sw_q), prompt_and_content(en_q)
         sw_ids, sw_content = tokens_and_content(tokenizer, sw_prompt, sw_spans)
@@ -132,26 +152,43 @@ def run(encoder: CausalLMEncoder, questions: Sequence[MCQuestion], english: Sequ
         sw_states, en_states = states_by_layer(lm, sw_ids), states_by_layer(lm, en_ids)
         logliks["English"].append(letters(lm, tokenizer, en_prompt))
         zero_shot = letters(lm, tokenizer, sw_prompt)
+        if student is not None:
+            student_states, student_answer = states_by_layer(student.lm, sw_ids), letters(student.lm, tokenizer, sw_prompt)
         every_sw, every_en = torch.ones(len(sw_ids), dtype=torch.bool), torch.ones(len(en_ids), dtype=torch.bool)
         for layer in layers:
             sw_h, en_h = sw_states[layer][0], en_states[layer][0]
+
+            def cost(states: torch.Tensor) -> float:
+                return content_cost(base, head, en_h, states, en_content, sw_content)  # noqa: B023
+
             logliks[f"zero-shot @{layer}"].append(zero_shot)
-            for variant, (sw_mask, en_mask, hard) in {"content soft": (sw_content, en_content, False),
-                                                      "content hard": (sw_content, en_content, True),
-                                                      "all soft": (every_sw, every_en, False)}.items():
-                with replaced_after(lm, layer, transported(sw_h, en_h, sw_mask, en_mask, head, hard)):
-                    logliks[f"{variant} @{layer}"].append(letters(lm, tokenizer, sw_prompt))
+            costs[f"zero-shot @{layer}"].append(cost(sw_h))
+            if student is not None:
+                logliks[f"student @{layer}"].append(student_answer)
+                costs[f"student @{layer}"].append(cost(student_states[layer][0]))
+            rows = {"content soft": (sw_content, en_content, False, 1.0),
+                    "content hard": (sw_content, en_content, True, 1.0),
+                    "all soft": (every_sw, every_en, False, 1.0),
+                    **{f"content hard x{t:g}": (sw_content, en_content, True, t) for t in shares}}
+            for name, (sw_mask, en_mask, hard, share) in rows.items():
+                states = transported(sw_h, en_h, sw_mask, en_mask, head, hard, share)
+                with replaced_after(base, layer, states):
+                    logliks[f"{name} @{layer}"].append(letters(lm, tokenizer, sw_prompt))
+                costs[f"{name} @{layer}"].append(cost(states))
         progress(i + 1)
-    return {name: torch.stack(rows) for name, rows in logliks.items()}
+    return {name: torch.stack(rows) for name, rows in logliks.items()}, dict(costs)
 
 
-def summary(logliks: dict[str, torch.Tensor], answers: Sequence[int]) -> dict[str, dict[str, float]]:
-    """Accuracy, agreement with the English answers and the right letter's probability, per row."""
+def summary(logliks: dict[str, torch.Tensor], costs: dict[str, list[float]],
+            answers: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Accuracy, agreement with the English answers, the right letter's probability and the content's mean
+    transport cost to the English content, per row."""
     gold = torch.tensor(list(answers))
     english = logliks["English"].argmax(-1)
     return {name: {"accuracy": float((ll.argmax(-1) == gold).float().mean()),
                    "agreement": float((ll.argmax(-1) == english).float().mean()),
-                   "gold_prob": float(gold_probabilities(ll, list(answers)).mean())}
+                   "gold_prob": float(gold_probabilities(ll, list(answers)).mean()),
+                   **({"cost": sum(costs[name]) / len(costs[name])} if name in costs else {})}
             for name, ll in logliks.items()}
 
 
@@ -162,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lang", default="sw")
     parser.add_argument("--layers", default="14", help="comma-separated decoder layers, e.g. 7,14,21")
     parser.add_argument("--blur", type=float, default=0.1, help="the OT head's blur (training default 0.1)")
+    parser.add_argument("--shares", default="", help="also move the content part of the way, e.g. 0.25,0.5,0.75")
+    parser.add_argument("--student", help="a run's student/ folder: its Swahili answers and content cost beside")
     parser.add_argument("--max-questions", type=int)
     parser.add_argument("--dtype", default="bf16")
     parser.add_argument("--cache-dir", default=".cache")
@@ -184,20 +223,24 @@ def main(argv: list[str] | None = None) -> None:
 
     with Progress(transient=True) as bar:
         task = bar.add_task(f"{len(questions)} questions", total=len(questions))
-        logliks = run(encoder, questions, qset.english, layers, OTDistillationHead(blur=args.blur),
-                      progress=lambda i: bar.update(task, completed=i))
-    rows = summary(logliks, [q.answer for q in questions])
+        student = CausalLMEncoder.from_pretrained(args.student, teacher=encoder, frozen=True) if args.student else None
+        shares = [float(x) for x in args.shares.split(",") if x]
+        logliks, costs = run(encoder, questions, qset.english, layers, OTDistillationHead(blur=args.blur), shares,
+                             student, progress=lambda i: bar.update(task, completed=i))
+    rows = summary(logliks, costs, [q.answer for q in questions])
     record = {"model": args.model, "split": args.split, "lang": args.lang, "n": len(questions), "layers": layers,
-              "blur": args.blur, "dtype": args.dtype, "summary": rows, "ids": [q.id for q in questions],
+              "blur": args.blur, "dtype": args.dtype, "student": args.student, "summary": rows, "costs": costs, "ids": [q.id for q in questions],
               "answers": [q.answer for q in questions],
               "logliks": {k: [[round(float(x), 5) for x in r] for r in v] for k, v in logliks.items()},
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
               "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record))
-    table = ["| states after the layer | accuracy | agreement with English | right letter's probability |",
-             "|---|---|---|---|"] + [f"| {k} | {v['accuracy']:.3f} | {v['agreement']:.3f} | {v['gold_prob']:.3f} |"
-                                     for k, v in rows.items()]
+    table = ["| states after the layer | accuracy | agreement with English | right letter's probability | "
+             "content transport cost |", "|---|---|---|---|---|"] + [
+        f"| {k} | {v['accuracy']:.3f} | {v['agreement']:.3f} | {v['gold_prob']:.3f} | "
+        f"{v['cost']:.3f} |" if "cost" in v else f"| {k} | {v['accuracy']:.3f} | {v['agreement']:.3f} | "
+        f"{v['gold_prob']:.3f} | – |" for k, v in rows.items()]
     args.out.with_suffix(".md").write_text(
         f"AfriMMLU {args.lang} {args.split}, {len(questions)} questions, {args.model} ({args.dtype}), blur {args.blur}, "
         f"{record['date']}, {record['seconds']:.0f} s\n\n" + "\n".join(table) + "\n")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from conftest import FIXTURES, ROOT, cli_env
 
+from optical_lightning.models.causal_lm import adapt_student
 from optical_lightning.models.tiny import tiny_causal_lm
 
 SCRIPT = ROOT / "experiments" / "reasoning" / "oracle_transport.py"
@@ -22,27 +23,50 @@ _spec.loader.exec_module(oracle_transport)
 AFRIMMLU = FIXTURES / "mcqa" / "afrimmlu"
 
 
+def _oracle(tmp_path, data, *args: str) -> dict:
+    out = tmp_path / "oracle"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--model", str(tmp_path / "tiny"), "--data", str(data),
+                           "--dtype", "32", "--max-questions", "2", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=300, env=cli_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| content hard @3 |" in out.with_suffix(".md").read_text()
+    return json.loads(out.with_suffix(".json").read_text())
+
+
 def test_a_question_transported_onto_itself_is_answered_as_it_was(tmp_path):
     """When the 'Swahili' file is the English one, the plan at a small blur is the identity: every transported row
     must give the English log-likelihoods (hard: exactly; soft: to the plan's residual mass)."""
-    model, data = tmp_path / "tiny", tmp_path / "data"
-    tiny_causal_lm(seed=0).save_pretrained(model)
+    tiny_causal_lm(seed=0).save_pretrained(tmp_path / "tiny")
+    data = tmp_path / "data"
     data.mkdir()
     for lang in ("sw", "en"):
         shutil.copy(AFRIMMLU / "en.test.jsonl", data / f"{lang}.val.jsonl")
-    out = tmp_path / "oracle"
-    proc = subprocess.run([sys.executable, str(SCRIPT),
-                           "--model", str(model), "--data", str(data), "--layers", "3", "--blur", "0.02",
-                           "--dtype", "32", "--max-questions", "2", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, env=cli_env())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads(out.with_suffix(".json").read_text())
+    record = _oracle(tmp_path, data, "--layers", "3", "--blur", "0.02", "--shares", "0.5")
     english = np.array(record["logliks"]["English"])
-    assert english.shape == (record["n"], 4) and set(record["summary"]) == {"English"} | {
-        f"{v} @{layer}" for v in oracle_transport.VARIANTS for layer in (3,)}
+    rows = {f"{v} @3" for v in (*oracle_transport.VARIANTS, "content hard x0.5")}
+    assert english.shape == (record["n"], 4) and set(record["summary"]) == {"English"} | rows
     for name, values in record["logliks"].items():
         assert np.abs(np.array(values) - english).max() < (1e-4 if "soft" not in name else 2e-3), name
-    assert "| content hard @3 |" in out.with_suffix(".md").read_text()
+
+
+def test_a_student_is_read_beside_the_base_model_without_changing_it(tmp_path):
+    """With a trained student loaded, the base model's rows are what they are without it (its adapters are off
+    there), the student's row is its own, and moving the content towards its English states lowers its cost."""
+    teacher = tiny_causal_lm(seed=0)
+    teacher.save_pretrained(tmp_path / "tiny")
+    student = adapt_student(teacher, lora={"r": 2, "alpha": 4})
+    for name, param in student.model.named_parameters():
+        if "lora_B" in name:  # a fresh adapter is the identity; this one changes the model
+            param.data.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    student.save_pretrained(tmp_path / "student")
+    args = ("--split", "test", "--layers", "3", "--shares", "0.5")
+    alone = _oracle(tmp_path, AFRIMMLU, *args)
+    both = _oracle(tmp_path, AFRIMMLU, *args, "--student", str(tmp_path / "student"))
+    for name in ("English", "zero-shot @3", "content hard @3"):
+        assert both["logliks"][name] == alone["logliks"][name], name
+    assert both["logliks"]["student @3"] != both["logliks"]["zero-shot @3"]
+    cost = {name: value["cost"] for name, value in alone["summary"].items() if "cost" in value}
+    assert cost["zero-shot @3"] > cost["content hard x0.5 @3"] > cost["content hard @3"]
 
 
 def test_the_swapped_states_reach_the_layers_above():
