@@ -54,7 +54,9 @@ from optical_lightning.models.causal_lm import CausalLMEncoder, load_causal_lm
 
 DATA = "data/eval/mcqa/afrimmlu"
 CONTENT = ("question", "option_a", "option_b", "option_c", "option_d")
-VARIANTS = ("zero-shot", "content soft", "content hard", "all soft")
+#: the transported rows: which tokens move (the question and options, or all) and whether to the hard targets
+TRANSPORTS = {"content soft": ("content", False), "content hard": ("content", True), "all soft": ("all", False)}
+VARIANTS = ("zero-shot", *TRANSPORTS)
 
 
 def prompt_and_content(question: MCQuestion, template: str = DEFAULT_TEMPLATE) -> tuple[str, list[tuple[int, int]]]:
@@ -81,13 +83,10 @@ def tokens_and_content(tokenizer: Any, prompt: str, spans: list[tuple[int, int]]
 
 
 @contextmanager
-def replaced_after(lm: torch.nn.Module, layer: int, states: torch.Tensor | None) -> Iterator[None]:
+def replaced_after(lm: torch.nn.Module, layer: int, states: torch.Tensor) -> Iterator[None]:
     """Within the block, decoder layer ``layer`` of the causal LM ``lm`` (its base model: the hook holds for every
     view of it) outputs ``states`` (T, H) at the first T positions of every row instead of what it computed (the
     letters after the prompt keep theirs)."""
-    if states is None:
-        yield
-        return
 
     def swap(module: torch.nn.Module, args: Any, output: Any) -> Any:
         hidden = (output[0] if isinstance(output, tuple) else output).clone()
@@ -154,7 +153,8 @@ def run(encoder: CausalLMEncoder, questions: Sequence[MCQuestion], english: Sequ
         zero_shot = letters(lm, tokenizer, sw_prompt)
         if student is not None:
             student_states, student_answer = states_by_layer(student.lm, sw_ids), letters(student.lm, tokenizer, sw_prompt)
-        every_sw, every_en = torch.ones(len(sw_ids), dtype=torch.bool), torch.ones(len(en_ids), dtype=torch.bool)
+        masks = {"content": (sw_content, en_content),
+                 "all": (torch.ones(len(sw_ids), dtype=torch.bool), torch.ones(len(en_ids), dtype=torch.bool))}
         for layer in layers:
             sw_h, en_h = sw_states[layer][0], en_states[layer][0]
 
@@ -166,12 +166,10 @@ def run(encoder: CausalLMEncoder, questions: Sequence[MCQuestion], english: Sequ
             if student is not None:
                 logliks[f"student @{layer}"].append(student_answer)
                 costs[f"student @{layer}"].append(cost(student_states[layer][0]))
-            rows = {"content soft": (sw_content, en_content, False, 1.0),
-                    "content hard": (sw_content, en_content, True, 1.0),
-                    "all soft": (every_sw, every_en, False, 1.0),
-                    **{f"content hard x{t:g}": (sw_content, en_content, True, t) for t in shares}}
-            for name, (sw_mask, en_mask, hard, share) in rows.items():
-                states = transported(sw_h, en_h, sw_mask, en_mask, head, hard, share)
+            rows = {**{name: (tokens, hard, 1.0) for name, (tokens, hard) in TRANSPORTS.items()},
+                    **{f"content hard x{t:g}": ("content", True, t) for t in shares}}
+            for name, (tokens, hard, share) in rows.items():
+                states = transported(sw_h, en_h, *masks[tokens], head, hard, share)
                 with replaced_after(base, layer, states):
                     logliks[f"{name} @{layer}"].append(letters(lm, tokenizer, sw_prompt))
                 costs[f"{name} @{layer}"].append(cost(states))
@@ -229,8 +227,8 @@ def main(argv: list[str] | None = None) -> None:
                              student, progress=lambda i: bar.update(task, completed=i))
     rows = summary(logliks, costs, [q.answer for q in questions])
     record = {"model": args.model, "split": args.split, "lang": args.lang, "n": len(questions), "layers": layers,
-              "blur": args.blur, "dtype": args.dtype, "student": args.student, "summary": rows, "costs": costs, "ids": [q.id for q in questions],
-              "answers": [q.answer for q in questions],
+              "blur": args.blur, "dtype": args.dtype, "student": args.student, "summary": rows, "costs": costs,
+              "ids": [q.id for q in questions], "answers": [q.answer for q in questions],
               "logliks": {k: [[round(float(x), 5) for x in r] for r in v] for k, v in logliks.items()},
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
               "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1)}
@@ -239,8 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     table = ["| states after the layer | accuracy | agreement with English | right letter's probability | "
              "content transport cost |", "|---|---|---|---|---|"] + [
         f"| {k} | {v['accuracy']:.3f} | {v['agreement']:.3f} | {v['gold_prob']:.3f} | "
-        f"{v['cost']:.3f} |" if "cost" in v else f"| {k} | {v['accuracy']:.3f} | {v['agreement']:.3f} | "
-        f"{v['gold_prob']:.3f} | – |" for k, v in rows.items()]
+        + (f"{v['cost']:.3f}" if "cost" in v else "–") + " |" for k, v in rows.items()]
     args.out.with_suffix(".md").write_text(
         f"AfriMMLU {args.lang} {args.split}, {len(questions)} questions, {args.model} ({args.dtype}), blur {args.blur}, "
         f"{record['date']}, {record['seconds']:.0f} s\n\n" + "\n".join(table) + "\n")
