@@ -30,7 +30,8 @@ def row(run: Path, stage: str = "trained") -> list[str]:
     metrics, name = results["metrics"], mcqa["name"]
     sw = mcqa["stages"][stage][name]
     en = mcqa["stages"]["trained"].get(f"{name}-en") if stage == "trained" else mcqa["stages"]["teacher_en"][name]
-    overrides = [o for o in results["run"]["overrides"]
+    # a table cell holds one line: a newline in a setting (a prompt prefix) is written as \n, a pipe escaped
+    overrides = [o.replace("\n", "\\n").replace("|", "\\|") for o in results["run"]["overrides"]
                  if not o.startswith(("trainer.enable_progress_bar", "hydra.", "experiment=", "mcqa.split="))]
 
     def agreement(predicted: list[int]) -> float:

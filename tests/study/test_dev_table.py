@@ -45,3 +45,17 @@ def test_rows_from_hand_made_runs(tmp_path):
 def test_a_folder_without_records_is_a_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "holds no complete language-model run" in proc.stderr
+
+
+def test_a_setting_with_a_newline_stays_one_table_row(tmp_path):
+    half = [math.log(x) for x in (0.5, 0.25, 0.125, 0.125)]
+    write_run(tmp_path / "prefix", [0, 1], [half, half])
+    results = json.loads((tmp_path / "prefix" / "results.json").read_text())
+    results["run"]["overrides"].append("teacher.query_prefix='About {subject}.\n\n'")
+    (tmp_path / "prefix" / "results.json").write_text(json.dumps(results))
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "prefix")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) == 4 and all(row.endswith("|") for row in rows)
+    assert r"teacher.query_prefix='About {subject}.\n\n'" in rows[3]
