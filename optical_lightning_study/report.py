@@ -149,12 +149,17 @@ class Row:
     scoring: str = ""
 
     def values(self, eval_set: str, metric: str, subject: str | None = None) -> dict[str, float]:
-        """Per-query values averaged over the seeds, on the queries every seed has."""
-        tables = [t for t in (j.values(eval_set, metric, self.stage, self.scoring, subject) for j in self.jobs) if t]
+        """Per-query values averaged over the seeds, on the queries every seed has. Where the seeds share no
+        query (a seed draws its own held-out pairs: bitext-val), each seed's queries are kept, keyed
+        ``seed/query``, so that two systems still pair up on the same seed's split."""
+        tables = [(j.cfg("seed"), t) for j in self.jobs
+                  if (t := j.values(eval_set, metric, self.stage, self.scoring, subject))]
         if not tables:
             return {}
-        common = set.intersection(*(set(t) for t in tables))
-        return {q: float(np.mean([t[q] for t in tables])) for q in sorted(common)}
+        common = set.intersection(*(set(t) for _, t in tables))
+        if not common and len(tables) > 1:
+            return {f"{seed}/{q}": v for seed, t in tables for q, v in sorted(t.items())}
+        return {q: float(np.mean([t[q] for _, t in tables])) for q in sorted(common)}
 
     def mean(self, eval_set: str, metric: str) -> float | None:
         v = self.values(eval_set, metric)

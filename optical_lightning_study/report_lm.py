@@ -101,7 +101,8 @@ def main_table(zero: list[Job], main: list[Job]) -> str:
     if not rows:
         return _absent(Path("report"), "lm_main")
     n = len(rows[0].values("sw", "accuracy"))
-    return (f"AfriMMLU test, {n} questions (mean [95% CI] over questions; seeds averaged per question):\n\n" +
+    return (f"AfriMMLU test, {n} questions (mean [95% CI] over questions; seeds averaged per question; bitext-val, "
+            f"whose held-out pairs each seed draws anew, over every seed's pairs):\n\n" +
             _table(["system", "seeds"] + [c[0] for c in COLUMNS], [[r.label, r.seeds] + _cells(r) for r in rows]))
 
 

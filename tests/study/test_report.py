@@ -159,3 +159,25 @@ def test_make_report_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (ROOT / "outputs" / "report-smoke" / "REPORT.md").read_text()
     assert "_Not available" not in report and "{{" not in report
+
+
+def test_seeds_with_their_own_held_out_pairs_are_pooled_and_pair_up_by_seed(tmp_path):
+    from optical_lightning_study.report import Row, compare, load_part
+
+    for distill, quality in (("mse", 0.2), ("optical", 0.9)):
+        for seed in (1, 2):
+            _job(tmp_path, "main", f"distill={distill},seed={seed}", distill=distill, seed=seed, quality=quality)
+            folder = tmp_path / "main" / f"distill={distill},seed={seed}"
+            per_query = json.loads((folder / "per_query.json").read_text())
+            # each seed holds out its own 30 pairs; the systems of one seed share them
+            per_query["bitext-val/trained"] = {f"s{seed}p{i}": {"P@1": float(i < 30 * quality)} for i in range(30)}
+            (folder / "per_query.json").write_text(json.dumps(per_query))
+    jobs, _ = load_part(tmp_path, "main")
+    rows = {d: Row(d, [j for j in jobs if j.cfg("distill.name") == d], "trained") for d in ("mse", "optical")}
+    optical = rows["optical"].values("bitext-val", "P@1")
+    assert len(optical) == 60 and set(optical) >= {"1/s1p0", "2/s2p29"}
+    assert np.mean(list(optical.values())) == pytest.approx(27 / 30)
+    vs_mse = compare(optical, rows["mse"].values("bitext-val", "P@1"))
+    assert vs_mse["diff"] == pytest.approx((27 - 6) / 30)  # paired on all 60 (seed, pair) keys
+    # queries the seeds share are still averaged per query
+    assert len(rows["optical"].values("afriqa", "nDCG@10")) == 60
