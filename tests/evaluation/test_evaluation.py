@@ -65,11 +65,13 @@ def test_faiss_search_gives_the_exact_ranking():
         assert max(abs(faiss_run[qid][x] - exact[qid][x]) for x in exact[qid]) < 1e-5
 
 
-def test_maxsim_equals_a_loop_over_pairs():
+@pytest.mark.parametrize("block_tokens", [5, 8, 10_000])  # a document longer than a block; several; one block
+def test_maxsim_equals_a_loop_over_pairs(block_tokens: int):
     g = torch.Generator().manual_seed(1)
     qs = [F.normalize(torch.randn(n, 8, generator=g), dim=-1) for n in (3, 5, 1)]
     ds = [F.normalize(torch.randn(n, 8, generator=g), dim=-1) for n in (4, 2, 7, 3, 6)]
-    run = maxsim_search(qs, ds, ["a", "b", "c"], [f"d{j}" for j in range(5)], k=5, query_batch=2, doc_batch=2)
+    run = maxsim_search(qs, ds, ["a", "b", "c"], [f"d{j}" for j in range(5)], k=5, query_batch=2,
+                       block_tokens=block_tokens)
     for qid, qt in zip(["a", "b", "c"], qs):
         for j, dt in enumerate(ds):
             expected = sum(max(float(qv @ dv) for dv in dt) for qv in qt)
