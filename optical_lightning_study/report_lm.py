@@ -304,7 +304,34 @@ def answer_facts(zero: list[Job], main: list[Job], domain: list[Job]) -> str:
             lines.append(f"- {label}: the largest change is {d} ({s}, {r:g}), {t['diff']:+.3f} [{t['low']:+.3f}, "
                          f"{t['high']:+.3f}], p {_p(t['p'])}; {significant} of {len(tests)} settings at p < 0.05 "
                          f"(uncorrected).")
+    lines += subject_facts(base, domain)
     return "\n".join(lines)
+
+
+def subject_facts(base: LMRow, domain: list[Job]) -> list[str]:
+    """Which subjects move: every (setting, subject) whose Swahili accuracy or agreement changes against general at
+    p < 0.05, beside how many such tests were run, so that the count expected by chance is in plain sight."""
+    mcqa = next((j.mcqa for j in base.jobs if j.mcqa), None)
+    if not mcqa:
+        return []
+    subjects = sorted(set(mcqa["subjects"]))
+    moved, n_tests = [], 0
+    for (d, s, r), group in domain_groups(domain).items():
+        row = trained_row("", group)
+        for label, side, metric in PAIRED[:2]:
+            for subject in subjects:
+                t = compare(row.values(side, metric, subject), base.values(side, metric, subject))
+                if not t:
+                    continue
+                n_tests += 1
+                if t["p"] < 0.05:
+                    moved.append(f"{d} ({s}, {r:g}) {subject.replace('_', ' ')} {label.split(' with')[0]} "
+                                 f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p {_p(t['p'])}")
+    if not n_tests:
+        return []
+    return [f"- per subject (Swahili accuracy and agreement, {n_tests} paired tests of {len(subjects)} subjects, "
+            f"{mcqa['subjects'].count(subjects[0])} questions each; about {0.05 * n_tests:.1f} at p < 0.05 expected by "
+            f"chance): {len(moved)} at p < 0.05" + (": " + "; ".join(moved) + "." if moved else ".")]
 
 
 def lm_tables(root: Path, out: Path, jobs: dict[str, list[Job]], fills: dict[str, str]) -> list[dict]:

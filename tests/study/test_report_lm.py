@@ -112,6 +112,10 @@ def test_language_model_parts_render_with_paired_tests_against_the_base_model(tm
     assert (out / "lm_domain_ratio.png").is_file()
     assert "Change against general bitext alone" in report
     assert "- Swahili accuracy: the largest change is medical (mixed, " in report  # 0.2 against general's 0.75
+    subjects = next(line for line in report.splitlines() if line.startswith("- per subject"))
+    assert "16 paired tests of 2 subjects, 30 questions each" in subjects  # 4 settings x 2 metrics x 2 subjects
+    assert "medical (mixed, 0.5) geography Swahili accuracy -0." in subjects  # it moves in both subjects
+    assert "medical (mixed, 0.5) law Swahili accuracy -0." in subjects
     assert "teacher.align_layer=7" in report and "pooled alignment at layer 14 (contrastive alone)" in report
     somali = report.split("**Somali.**")[1]
     assert "| base model (zero-shot), seed 1 | 9.0 | 0.500 [" in somali and "| OPTICAL, seed 1 | – | 1.000 [" in somali
