@@ -67,6 +67,8 @@ def test_tiny_bench_writes_every_figure(tmp_path):
     assert cached_loss["cached"] == pytest.approx(cached_loss["live"], rel=1e-3, abs=1e-5)
     assert variants["steps"]["lora"]["trainable_params"] < variants["steps"]["full"]["trainable_params"]
     assert variants["padding"]["random"]["mean_padded_tokens"] >= variants["padding"]["bucketed"]["mean_padded_tokens"]
+    search = bench["search"]
+    assert set(search["ms_per_query"]) == {"pooled", "maxsim", "maxsim_padded"} and search["maxsim_vs_pooled"] > 0
     ot = bench["ot_scaling"]
     assert [r["tokens"] for r in ot["by_tokens"]] == [8, 16, 32] and [r["batch"] for r in ot["by_batch"]] == [2, 4, 8]
     assert ot["max_peak_over_bnmd"] < 1  # never a (B, N, M, D) tensor
@@ -74,7 +76,7 @@ def test_tiny_bench_writes_every_figure(tmp_path):
     assert set(bench["targets"]) >= {"optical_vs_mse_step", "teacher_cache_speedup", "eval_vs_raw_forward",
                                      "default_run_wall_s", "default_run_peak_rss_mb"}
     table = (tmp_path / "outputs" / "bench" / "bench.md").read_text()
-    assert "| `optical_vs_mse_step` |" in table and "OT head" in table and "| top1_cached |" in table
+    assert "| `optical_vs_mse_step` |" in table and "OT head" in table and "| maxsim_padded |" in table and "| top1_cached |" in table
 
 
 def test_tiny_language_model_bench_writes_its_rows(tmp_path):
@@ -126,3 +128,19 @@ def test_default_run_records_are_read_by_cache_state(tmp_path):
     (tmp_path / "distill" / "runs" / "d" / "results.json").write_text("{")  # partial: ignored
     runs = latest_default_runs(tmp_path)
     assert runs["cold"]["wall_s"] == 600 and runs["warm"]["wall_s"] == 400
+
+
+def test_the_padded_maxsim_reference_gives_the_search_scores():
+    import torch
+    import torch.nn.functional as F
+
+    from optical_lightning.evaluation.scoring import maxsim_search
+    from optical_lightning_study.bench.search import padded_maxsim
+
+    g = torch.Generator().manual_seed(0)
+    qs = [F.normalize(torch.randn(n, 16, generator=g), dim=-1) for n in (2, 9, 4, 1)]
+    ds = [F.normalize(torch.randn(n, 16, generator=g), dim=-1) for n in (30, 3, 12, 7, 1, 20)]
+    run = maxsim_search(qs, ds, list("abcd"), [str(j) for j in range(6)], k=6, block_tokens=32)
+    reference = padded_maxsim(qs, ds, query_batch=3, doc_batch=4)
+    for i, qid in enumerate("abcd"):
+        assert [run[qid][str(j)] for j in range(6)] == pytest.approx(reference[i].tolist(), abs=1e-5)
