@@ -236,8 +236,9 @@ def questions_hash(questions: Sequence[MCQuestion]) -> str:
 
 
 def model_id(encoder: Any) -> str:
-    """The weights' fingerprint where the encoder has one, else its name (test doubles, plain models)."""
-    fingerprint = getattr(encoder, "fingerprint", None)
+    """The base weights' fingerprint where the encoder has one (so a teacher read at another layer shares the
+    entries), else its full fingerprint, else its name (test doubles, plain models)."""
+    fingerprint = getattr(encoder, "weights_fingerprint", None) or getattr(encoder, "fingerprint", None)
     return str(fingerprint()) if callable(fingerprint) else str(getattr(encoder, "name", type(encoder).__name__))
 
 

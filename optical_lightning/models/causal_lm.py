@@ -277,6 +277,13 @@ class CausalLMEncoder(nn.Module):
         return self._fingerprint
 
     # ------------------------------------------------------------------ persistence
+    def weights_fingerprint(self) -> str:
+        """The base model alone (its name, dtype and weights; not the view's settings such as ``align_layer``, nor
+        adapters): the key of what depends only on the model, such as its answers to multiple-choice prompts."""
+        h = hashlib.sha256(f"{self.name}|{self.base_lm.dtype}".encode())
+        h.update(_base_hash(self.base_lm).encode())
+        return h.hexdigest()[:24]
+
     def encoder_config(self) -> dict:
         return {
             "kind": "causal_lm",

@@ -297,6 +297,22 @@ def test_gold_probability_and_kl_by_hand():
     assert same["kl_to_reference"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_teacher_read_at_another_layer_reuses_the_base_models_answers(tmp_path):
+    """The answers depend on the weights, not on the layer the hidden-state view reads: a sweep over
+    teacher.align_layer scores the base model once; other weights are another key."""
+    from optical_lightning.models.tiny import tiny_causal_lm as pipeline_tiny_lm
+
+    shallow, deep, other = pipeline_tiny_lm(align_layer=1), pipeline_tiny_lm(align_layer=3), pipeline_tiny_lm(seed=1)
+    assert shallow.fingerprint() != deep.fingerprint()  # cached hidden states differ by layer ...
+    first = evaluator(tmp_path, reference=None, path=EN, max_questions=5)
+    answers = first(Encoders(shallow, shallow), Stage.TEACHER_EN)
+    second = evaluator(tmp_path, reference=None, path=EN, max_questions=5)
+    assert second(Encoders(deep, deep), Stage.TEACHER_EN) == answers and second.cache_counts() == (1, 0)  # ... answers do not
+    third = evaluator(tmp_path, reference=None, path=EN, max_questions=5)
+    third(Encoders(other, other), Stage.TEACHER_EN)
+    assert third.cache_counts() == (0, 1)
+
+
 def test_an_embedding_encoder_is_a_one_line_error(models, tokenizer):
     from optical_lightning.models.tiny import tiny_encoder
 
