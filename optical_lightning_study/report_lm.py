@@ -178,12 +178,17 @@ def domain_table(jobs: list[Job], main: list[Job], out: Path) -> str:
         r = row(domain, group, domain)
         rows.append([domain, schedule, f"{ratio:g}", str(len(group))] + _cells(r, columns))
         if base is not None:
+            # the general job scores every domain's own set too, so the in-domain change pairs up as well
+            general_in_domain = (Row("", general, "trained").values(IN_DOMAIN[domain], "P@1")
+                                 if domain in IN_DOMAIN else {})
             deltas.append([domain, schedule, f"{ratio:g}"] + [diff_cell(compare(r.values(s, m), base.values(s, m)))
-                                                              for _, s, m in PAIRED])
+                                                              for _, s, m in PAIRED]
+                          + [diff_cell(compare(r.values("in_domain", "P@1"), general_in_domain))])
     text = _table(["domain", "schedule", "ratio", "seeds"] + [c[0] for c in columns], rows)
     if deltas:
         text += ("\n\nChange against general bitext alone (the main table's OPTICAL, seed 1), paired over the same "
-                 "questions:\n\n" + _table(["domain", "schedule", "ratio"] + [c[0] for c in PAIRED], deltas))
+                 "questions (and, for the in-domain set, the same queries):\n\n"
+                 + _table(["domain", "schedule", "ratio"] + [c[0] for c in PAIRED] + ["in-domain set P@1"], deltas))
     plot = _ratio_plot(jobs, base, out / "lm_domain_ratio.png")
     subjects = subject_table([row(f"{d}, {s}, {r:g}", g, d) for (d, s, r), g in domain_groups(jobs).items()])
     return text + (f"\n\n![AfriMMLU against the share of domain bitext]({plot.name})" if plot else "") + (

@@ -111,6 +111,11 @@ def test_language_model_parts_render_with_paired_tests_against_the_base_model(tm
     assert vs_mse["diff"] > 0 and vs_mse["p"] < 0.01
     assert (out / "lm_domain_ratio.png").is_file()
     assert "Change against general bitext alone" in report
+    change = report.split("Change against general bitext alone")[1].split("![")[0]
+    assert change.count("| in-domain set P@1 |") == 1  # paired on the set the general job scores too
+    medical = next(line for line in change.splitlines() if line.startswith("| medical | mixed | 0.5 |"))
+    questions = next(line for line in change.splitlines() if line.startswith("| questions | mixed | 0.5 |"))
+    assert medical.rstrip(" |").split("| ")[-1].startswith(("+", "-")) and questions.endswith("| – |")
     assert "- Swahili accuracy: the largest change is medical (mixed, " in report  # 0.2 against general's 0.75
     subjects = next(line for line in report.splitlines() if line.startswith("- per subject"))
     assert "16 paired tests of 2 subjects, 30 questions each" in subjects  # 4 settings x 2 metrics x 2 subjects
