@@ -122,6 +122,7 @@ def test_language_model_parts_render_with_paired_tests_against_the_base_model(tm
     assert "medical (mixed, 0.5) geography Swahili accuracy -0." in subjects  # it moves in both subjects
     assert "medical (mixed, 0.5) law Swahili accuracy -0." in subjects
     assert "teacher.align_layer=7" in report and "pooled alignment at layer 14 (contrastive alone)" in report
+    assert "| Δ right letter's probability against default, dev (val) |" in report  # a setting is judged on dev
     somali = report.split("**Somali.**")[1]
     assert "| base model (zero-shot), seed 1 | 9.0 | 0.500 [" in somali and "| OPTICAL, seed 1 | – | 1.000 [" in somali
     assert "| OPTICAL − base model | – | +0.500 [" in somali  # paired over the same 40 queries
