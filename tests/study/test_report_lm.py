@@ -221,3 +221,16 @@ def test_a_language_model_study_job_writes_the_records_the_report_reads(tmp_path
                              "--out", str(out)], capture_output=True, text=True)
     assert render.returncode == 0, render.stderr
     assert "| OPTICAL, seed 1 | – |" in (out / "REPORT.md").read_text().split("**Somali.**")[1]
+
+
+def test_letter_counts_show_a_shift_of_the_letter_prior(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    mcqa = {"name": "afrimmlu-sw", "teacher_en_predicted": [1, 1, 2, 0],
+            "stages": {"trained": {"afrimmlu-sw": {"predicted": [2, 2, 2, 0]}}}}
+    (folder / "mcqa.json").write_text(json.dumps(mcqa))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "letter_counts.py"), str(folder)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "| job | trained | 1 | 0 | 3 | 0 | 0.500 |" in proc.stdout  # C three times; agrees on the 3rd and 4th
+    assert "| base model, English questions | teacher_en | 1 | 2 | 1 | 0 | 1.000 |" in proc.stdout
