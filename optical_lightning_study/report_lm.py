@@ -172,18 +172,17 @@ def domain_table(jobs: list[Job], main: list[Job], out: Path) -> str:
 
     rows, deltas = [], []
     base = row("general (main OPTICAL, seed 1), ratio 0", general, "general") if general else None
+    # the general job scores every domain's own set too, so the in-domain change pairs up as well
+    general_in_domain = {d: Row("", general, "trained").values(s, "P@1") for d, s in IN_DOMAIN.items()}
     if base is not None:
         rows.append(["general", "–", "0", "1"] + _cells(base, columns))
     for (domain, schedule, ratio), group in domain_groups(jobs).items():
         r = row(domain, group, domain)
         rows.append([domain, schedule, f"{ratio:g}", str(len(group))] + _cells(r, columns))
         if base is not None:
-            # the general job scores every domain's own set too, so the in-domain change pairs up as well
-            general_in_domain = (Row("", general, "trained").values(IN_DOMAIN[domain], "P@1")
-                                 if domain in IN_DOMAIN else {})
             deltas.append([domain, schedule, f"{ratio:g}"] + [diff_cell(compare(r.values(s, m), base.values(s, m)))
                                                               for _, s, m in PAIRED]
-                          + [diff_cell(compare(r.values("in_domain", "P@1"), general_in_domain))])
+                          + [diff_cell(compare(r.values("in_domain", "P@1"), general_in_domain.get(domain, {})))])
     text = _table(["domain", "schedule", "ratio", "seeds"] + [c[0] for c in columns], rows)
     if deltas:
         text += ("\n\nChange against general bitext alone (the main table's OPTICAL, seed 1), paired over the same "

@@ -276,7 +276,6 @@ class CausalLMEncoder(nn.Module):
         self._fingerprint = h.hexdigest()[:24]
         return self._fingerprint
 
-    # ------------------------------------------------------------------ persistence
     def weights_fingerprint(self) -> str:
         """The base model alone (its name, dtype and weights; not the view's settings such as ``align_layer``, nor
         adapters): the key of what depends only on the model, such as its answers to multiple-choice prompts."""
@@ -284,6 +283,7 @@ class CausalLMEncoder(nn.Module):
         h.update(_base_hash(self.base_lm).encode())
         return h.hexdigest()[:24]
 
+    # ------------------------------------------------------------------ persistence
     def encoder_config(self) -> dict:
         return {
             "kind": "causal_lm",
