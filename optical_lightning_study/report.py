@@ -417,6 +417,13 @@ def maxsim_tables(jobs: list[Job], main: list[Job]) -> str:
     rows = [[f"{cells[a].label} − {cells[b].label}"] + [diff_cell(compare(cells[a].values(s, m), cells[b].values(s, m)))
                                                        for _, s, m in MAXSIM_DEV + MAXSIM_TEST]
             for a, b in pairs if a in cells and b in cells]
+    if all((system, scoring) in cells for system in ("OPTICAL", "MSE") for scoring in ("", "maxsim")):
+        # the hypothesis itself: does max-sim gain more for OPTICAL's students than for MSE's, query by query?
+        def gain(system: str, s: str, m: str) -> dict[str, float]:
+            tokens, pooled = cells[(system, "maxsim")].values(s, m), cells[(system, "")].values(s, m)
+            return {q: tokens[q] - pooled[q] for q in tokens.keys() & pooled.keys()}
+        rows.append(["max-sim's gain: OPTICAL − MSE"] + [diff_cell(compare(gain("OPTICAL", s, m), gain("MSE", s, m)))
+                                                         for _, s, m in MAXSIM_DEV + MAXSIM_TEST])
     if rows:
         out.append("Paired differences on the same queries ([95% CI], p):\n\n" +
                    _table(["comparison"] + [c[0] for c in MAXSIM_DEV + MAXSIM_TEST], rows))
@@ -424,12 +431,16 @@ def maxsim_tables(jobs: list[Job], main: list[Job]) -> str:
     def eval_minutes(group: list[Job]) -> float:
         return float(np.mean([j.results.get("timing", {}).get("eval_trained_s") or 0 for j in group])) / 60
 
+    def cpus(group: list[Job]) -> str:  # job times from different machines compare only roughly: say which
+        return ", ".join(sorted({j.results.get("run", {}).get("machine", {}).get("cpu") or "?" for j in group}))
+
     pooled = [j for j in main if j.lang == "sw" and j.system in groups]
     if pooled:
+        both = [j for g in groups.values() for j in g]
         out.append(f"Search-time cost: evaluating every set of a trained job took {eval_minutes(pooled):.1f} min with "
-                   f"pooled scoring alone (the main table's jobs of the same systems) and "
-                   f"{eval_minutes([j for g in groups.values() for j in g]):.1f} min with pooled and max-sim "
-                   "(each job's own timing, mean over jobs).")
+                   f"pooled scoring alone (the main table's jobs of the same systems; {cpus(pooled)}) and "
+                   f"{eval_minutes(both):.1f} min with pooled and max-sim ({cpus(both)}; each job's own timing, "
+                   "mean over jobs).")
     return "\n\n".join(out)
 
 

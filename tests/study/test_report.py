@@ -181,3 +181,27 @@ def test_seeds_with_their_own_held_out_pairs_are_pooled_and_pair_up_by_seed(tmp_
     assert vs_mse["diff"] == pytest.approx((27 - 6) / 30)  # paired on all 60 (seed, pair) keys
     # queries the seeds share are still averaged per query
     assert len(rows["optical"].values("afriqa", "nDCG@10")) == 60
+
+
+def test_maxsim_table_tests_whether_max_sim_gains_more_for_optical_than_for_mse(tmp_path):
+    """Four cells (OPTICAL and MSE, pooled and max-sim) and the hypothesis row: the per-query gain of max-sim over
+    pooled, OPTICAL's against MSE's. Here max-sim turns 20 of OPTICAL's 60 AfriQA misses into hits and none of MSE's."""
+    from optical_lightning_study.report import load_part, maxsim_tables
+
+    for distill in ("mse", "optical"):
+        _job(tmp_path, "maxsim", f"distill={distill}", distill=distill)
+        folder = tmp_path / "maxsim" / f"distill={distill}"
+        per_query = json.loads((folder / "per_query.json").read_text())
+        per_query["afriqa-sw-en/trained"] = {f"q{i}": {"nDCG@10": float(i < 30)} for i in range(60)}
+        gained = 20 if distill == "optical" else 0
+        per_query["afriqa-sw-en/maxsim/trained"] = {f"q{i}": {"nDCG@10": float(i < 30 + gained)} for i in range(60)}
+        (folder / "per_query.json").write_text(json.dumps(per_query))
+    jobs, _ = load_part(tmp_path, "maxsim")
+    table = maxsim_tables(jobs, main=[])
+    assert "| OPTICAL, maxsim | 1 | 0.833 [" in table and "| MSE, maxsim | 1 | 0.500 [" in table
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in table.splitlines() if " − " in line}
+    afriqa = 2  # passages dev, questions dev, then AfriQA
+    assert rows["OPTICAL, maxsim − OPTICAL, pooled"][afriqa].startswith("+0.333 [")
+    assert rows["MSE, maxsim − MSE, pooled"][afriqa].startswith("+0.000 [")
+    hypothesis = rows["max-sim's gain: OPTICAL − MSE"][afriqa]
+    assert hypothesis.startswith("+0.333 [") and hypothesis.endswith("p <0.001")
