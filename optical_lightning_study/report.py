@@ -149,17 +149,17 @@ class Row:
     scoring: str = ""
 
     def values(self, eval_set: str, metric: str, subject: str | None = None) -> dict[str, float]:
-        """Per-query values averaged over the seeds, on the queries every seed has. Where the seeds share no
-        query (a seed draws its own held-out pairs: bitext-val), each seed's queries are kept, keyed
-        ``seed/query``, so that two systems still pair up on the same seed's split."""
+        """Per-query values averaged over the seeds, where every seed has the same queries. Where they do not
+        (a seed draws its own held-out pairs: bitext-val, domain-val), each seed's queries are kept, keyed
+        ``seed/query``, so that two systems still pair up on the same seed's split: a query two seeds happen
+        to share is not the same task in both, since the other held-out pairs are its candidates."""
         tables = [(j.cfg("seed"), t) for j in self.jobs
                   if (t := j.values(eval_set, metric, self.stage, self.scoring, subject))]
         if not tables:
             return {}
-        common = set.intersection(*(set(t) for _, t in tables))
-        if not common and len(tables) > 1:
+        if any(set(t) != set(tables[0][1]) for _, t in tables):
             return {f"{seed}/{q}": v for seed, t in tables for q, v in sorted(t.items())}
-        return {q: float(np.mean([t[q] for _, t in tables])) for q in sorted(common)}
+        return {q: float(np.mean([t[q] for _, t in tables])) for q in sorted(tables[0][1])}
 
     def mean(self, eval_set: str, metric: str) -> float | None:
         v = self.values(eval_set, metric)
