@@ -438,8 +438,9 @@ def maxsim_tables(jobs: list[Job], main: list[Job]) -> str:
     # job times compare only on one CPU with warm embedding caches (a cold job also encodes the collections)
     pooled = [j for j in main if j.lang == "sw" and j.system in groups]
     both = [j for g in groups.values() for j in g]
-    shared = sorted({machine(j) for j in pooled} & {machine(j) for j in both} - {("?", "?")}, key=lambda m: (m[1] != "warm", m))
-    for cpu, cache in shared[:1]:
+    setups = {machine(j) for j in pooled} & {machine(j) for j in both} - {("?", "?")}
+    if setups:
+        cpu, cache = min(setups, key=lambda m: (m[1] != "warm", m))  # warm caches where both have them
         a, b = ([j for j in g if machine(j) == (cpu, cache)] for g in (pooled, both))
         out.append(f"Search-time cost ({cpu}, {cache} caches; each job's own timing, mean over jobs): evaluating every "
                    f"set of a trained job took {eval_minutes(a):.1f} min with pooled scoring alone ({len(a)} jobs of "
