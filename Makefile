@@ -120,7 +120,7 @@ report-smoke: install data/manifest.json  ## the study end to end on a small sli
 	  LANGS=sw SEEDS=1 SYSTEMS=mse,optical DOMAINS=questions RATIOS=0,1.0 PAIRS=100 EPOCH_STEPS=100:2 \
 	  ABLATIONS=ot=unbalanced EVAL_SETS='[udhr,tico19-test,flores200-devtest,afriqa-questions-dev,afriqa-passages-dev]' \
 	  MAXSIM_EVAL_SETS='[tico19-test,afriqa-questions-dev]' \
-	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40" \
+	  REPORT_CHECK=--require-all REPORT_ARGS="trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 retrieval.max_documents=500 mcqa.max_questions=40" \
 	  LM_SEEDS=1 LM_DOMAINS=questions LM_RATIOS=1.0 LM_EXTRA_SEEDS=2 LM_LAYERS=3 LM_RANKS=2 \
 	  LM_ARGS="teacher=tiny_lm student=tiny_lm teacher.dtype=32 trainer.max_steps=2 data.val_size=32 retrieval.max_queries=24 mcqa.max_questions=40"
 

@@ -41,6 +41,21 @@ class RetrievalSet:
                             {q: self.qrels[q] for q in keep if q in self.qrels},
                             {q: self.queries_en[q] for q in keep if q in self.queries_en}, self.docs_key)
 
+    def subsample_documents(self, n: int | None, seed: int) -> RetrievalSet:
+        """Keep every document the queries judge, and a seeded sample of the others up to ``n`` in all.
+
+        For quick runs only: a smaller collection is an easier task, so its scores compare with no full run
+        (the embedding cache keys it apart). A teacher-graded set, whose qrels come later, is sampled whole.
+        """
+        if n is None or n >= len(self.docs):
+            return self
+        judged = {d for rels in self.qrels.values() for d in rels if d in self.docs}
+        others = sorted(d for d in self.docs if d not in judged)
+        drawn = set(random.Random(seed).sample(others, max(0, n - len(judged))))
+        docs = {d: t for d, t in self.docs.items() if d in judged or d in drawn}
+        return RetrievalSet(self.name, self.queries, docs, self.qrels, self.queries_en,
+                            f"{self.docs_key}-docs{len(docs)}-seed{seed}")
+
 
 def read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, list[str]]]:
     """``(line number, fields)`` of each row of a headed TSV with exactly ``columns`` first.

@@ -68,11 +68,13 @@ class RetrievalEvaluator(Evaluator):
                       max_queries: int | None = None, seed: int = 0, scoring: Sequence[str] = ("pooled",),
                       metrics: Sequence[str] = DEFAULT_METRICS, top_k: int = 100, batch_size: int = 64,
                       precision: str = "auto", cache_dir: str | None = None, faiss: bool = False,
-                      bitext_val: bool = True, bitext_val_long: int = 0) -> RetrievalEvaluator:
+                      bitext_val: bool = True, bitext_val_long: int = 0,
+                      max_documents: int | None = None) -> RetrievalEvaluator:
         """The evaluator from the flat settings of ``conf/retrieval`` (``retrieval.sets=[udhr]`` on the command line)."""
         require_int("retrieval.max_queries", max_queries, minimum=1, allow_none=True)
+        require_int("retrieval.max_documents", max_documents, minimum=1, allow_none=True)
         require_int("retrieval.batch_size", batch_size, minimum=1)
-        return cls(RetrievalSets(data_dir, lang, sets, domain_sets, max_queries, seed), scoring, metrics, top_k,
+        return cls(RetrievalSets(data_dir, lang, sets, domain_sets, max_queries, seed, max_documents), scoring, metrics, top_k,
                    Encoding(batch_size, precision, cache_dir), faiss, bitext_val, bitext_val_long)
 
     # ------------------------------------------------------------------ protocol

@@ -45,16 +45,18 @@ JOINED_SETS = {"mafand-dev-long": ("mafand-dev", 3)}
 
 
 class RetrievalSets:
-    """The named sets of one language under ``data_dir``, each capped at ``max_queries`` (a seeded subset)."""
+    """The named sets of one language under ``data_dir``, each capped at ``max_queries`` (a seeded subset)
+    and, for quick runs, at ``max_documents`` (the judged ones and a seeded sample of the rest)."""
 
     def __init__(self, data_dir: str, lang: str, names: Sequence[str], domain_names: Sequence[str] = (),
-                 max_queries: int | None = None, seed: int = 0) -> None:
+                 max_queries: int | None = None, seed: int = 0, max_documents: int | None = None) -> None:
         require_int("max_queries", max_queries, minimum=1, allow_none=True)
+        require_int("max_documents", max_documents, minimum=1, allow_none=True)
         self.data_dir, self.lang = Path(data_dir), lang
         self.names = list(dict.fromkeys(as_list(names)))  # retrieval.sets=udhr is [udhr]
         # a domain's own sets join every run that uses it; absent ones are skipped, never an error
         self.domain_names = [n for n in dict.fromkeys(as_list(domain_names)) if n not in self.names]
-        self.max_queries, self.seed = max_queries, seed
+        self.max_queries, self.max_documents, self.seed = max_queries, max_documents, seed
         self.sets: dict[str, RetrievalSet] = {}
         self.skipped: dict[str, str] = {}
         self.pseudo: set[str] = set()  # sets whose qrels the teacher's English ranking makes (PSEUDO_SETS)
@@ -94,7 +96,8 @@ class RetrievalSets:
         for name in [*self.names, *self.domain_names]:
             rs = self._read(name)
             if rs is not None:
-                self.sets[rs.name] = rs.subsample_queries(self.max_queries, self.seed)
+                rs = rs.subsample_queries(self.max_queries, self.seed)
+                self.sets[rs.name] = rs.subsample_documents(self.max_documents, self.seed)
         if self.names and not self.sets:
             here = [n for n, langs in available.items() if self.lang in langs]
             why = (f"none of the evaluation sets {self.names} exists for lang={self.lang} under {self.data_dir}; the "

@@ -163,11 +163,24 @@ def test_when_no_requested_set_exists_the_error_lists_those_that_do():
     ({"top_k": 10}, r"retrieval\.top_k=10 retrieves fewer documents than the metrics need \(100 for R@100\)"),
     ({"max_queries": 0}, r"retrieval\.max_queries=0: must be >= 1 \(or null\)"),
     ({"max_queries": -1}, r"retrieval\.max_queries=-1: must be >= 1"),
+    ({"max_documents": 0}, r"retrieval\.max_documents=0: must be >= 1 \(or null\)"),
     ({"batch_size": "big"}, r"retrieval\.batch_size='big': must be an integer"),
 ])
 def test_values_that_would_give_empty_or_zero_metrics_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         retrieval(EVAL, "sw", ["afriqa"], **kwargs)
+
+
+def test_a_document_cap_keeps_every_judged_document_and_draws_the_rest_by_seed():
+    full = RetrievalSets(str(EVAL), "sw", ["afriqa"], max_queries=2).load()["afriqa-sw-en"]
+    judged = {d for rels in full.qrels.values() for d in rels}
+    capped = RetrievalSets(str(EVAL), "sw", ["afriqa"], max_queries=2, max_documents=len(judged) + 1).load()["afriqa-sw-en"]
+    assert judged < set(capped.docs) <= set(full.docs) and len(capped.docs) == len(judged) + 1
+    assert capped.queries == full.queries and capped.qrels == full.qrels
+    again = RetrievalSets(str(EVAL), "sw", ["afriqa"], max_queries=2, max_documents=len(judged) + 1).load()["afriqa-sw-en"]
+    assert again.docs == capped.docs and again.docs_key == capped.docs_key != full.docs_key  # cached apart
+    assert full.subsample_documents(len(full.docs), seed=0) is full  # a cap above the collection changes nothing
+    assert len(full.subsample_documents(1, seed=0).docs) == len(judged)  # judged documents are never dropped
 
 
 def test_a_domain_set_joins_the_run_when_present_and_is_never_an_error_when_absent(tmp_path):
