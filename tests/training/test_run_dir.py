@@ -86,9 +86,10 @@ def test_a_complete_run_is_not_redone(complete_run, tmp_path):
 def test_a_complete_run_with_other_settings_is_refused_and_kept(complete_run, tmp_path):
     run_dir = copy_of(complete_run, tmp_path)
     before = snapshot(run_dir)
-    line = refused(run_dir, "trainer.max_steps=8", "optim.optimizer.lr=1e-4")
+    line = refused(run_dir, "trainer.max_steps=8", "optim.optimizer.lr=1e-4", "retrieval.max_documents=500")
     assert "holds a complete run with other settings" in line
     assert "trainer.max_steps (6 -> 8)" in line and "optim.optimizer.lr" in line and "rerun=true" in line
+    assert "retrieval.max_documents (None -> 500)" in line  # a capped collection is another task
     assert snapshot(run_dir) == before
 
 
