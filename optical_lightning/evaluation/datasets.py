@@ -45,7 +45,7 @@ class RetrievalSet:
         """Keep every document the queries judge, and a seeded sample of the others up to ``n`` in all.
 
         For quick runs only: a smaller collection is an easier task, so its scores compare with no full run
-        (the embedding cache keys it apart). A teacher-graded set, whose qrels come later, is sampled whole.
+        (the embedding cache keys it apart). A teacher-graded set has no qrels yet, so its cap is a plain seeded draw.
         """
         if n is None or n >= len(self.docs):
             return self
