@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import string
 import time
 from collections import defaultdict
@@ -51,6 +50,7 @@ from optical_lightning.evaluation.loglik import (
 from optical_lightning.evaluation.questions import MCQuestion, QuestionSet
 from optical_lightning.losses.ot import OTDistillationHead
 from optical_lightning.models.causal_lm import CausalLMEncoder, load_causal_lm
+from optical_lightning.utils.resources import machine
 
 DATA = "data/eval/mcqa/afrimmlu"
 CONTENT = ("question", "option_a", "option_b", "option_c", "option_d")
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
               "blur": args.blur, "dtype": args.dtype, "student": args.student, "summary": rows, "costs": costs,
               "ids": [q.id for q in questions], "answers": [q.answer for q in questions],
               "logliks": {k: [[round(float(x), 5) for x in r] for r in v] for k, v in logliks.items()},
-              "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+              "machine": machine(),
               "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record))
