@@ -86,7 +86,9 @@ def third_party_imports(path: Path, local: set[str]) -> list[tuple[str, int, ast
             continue
         for module in modules:
             top = module.split(".")[0]
-            if top not in sys.stdlib_module_names and top not in local:
+            # a script (not a package module) imports the scripts beside it: Python puts its folder on sys.path
+            sibling = not (path.parent / "__init__.py").exists() and (path.parent / f"{top}.py").is_file()
+            if top not in sys.stdlib_module_names and top not in local and not sibling:
                 found.append((top, node.lineno, guarded(node, parents)))
     return found
 
