@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from oracle_transport import DATA, prompt_and_content, tokens_and_content
 
 from optical_lightning.evaluation.questions import QuestionSet
-from optical_lightning.losses.ot import OTDistillationHead
+from optical_lightning.losses.ot import OTDistillationHead, cosine_cost
 from optical_lightning.models.causal_lm import load_causal_lm
 from optical_lightning.utils.resources import machine
 
@@ -43,16 +43,17 @@ def plan(head: OTDistillationHead, x: torch.Tensor, y: torch.Tensor, cost: torch
 def measure(x: torch.Tensor, y: torch.Tensor, head: OTDistillationHead) -> dict[str, float]:
     """The length share and the hard-target overlap for one prompt's English ``x`` and Swahili ``y`` raw states."""
     nx, ny = x.norm(dim=-1), y.norm(dim=-1)
-    cos = F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T
-    p_cos = plan(head, F.normalize(x, dim=-1), F.normalize(y, dim=-1), 1 - cos)
-    angular = nx[:, None] * ny[None] * (1 - cos)
+    ux, uy = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    cost = cosine_cost(ux[None], uy[None])[0]
+    p_cos = plan(head, ux, uy, cost)
+    angular = nx[:, None] * ny[None] * cost
     length = 0.5 * (nx[:, None] - ny[None]) ** 2
     scale = nx.pow(2).mean().sqrt()
     xs, ys = x / scale, y / scale
     p_sq = plan(head, xs, ys, 0.5 * torch.cdist(xs, ys) ** 2)
     return {"length_share": float((p_cos * length).sum() / (p_cos * (length + angular)).sum()),
             "same_hard_target": float((p_cos.argmax(0) == p_sq.argmax(0)).float().mean()),
-            "cosine_cost": float((p_cos * (1 - cos)).sum())}
+            "cosine_cost": float((p_cos * cost).sum())}
 
 
 def main(argv: list[str] | None = None) -> None:
