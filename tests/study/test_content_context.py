@@ -1,0 +1,86 @@
+"""`experiments/reasoning/content_context.py` and `offset.py`: how far a student's Swahili states are from the English
+ones on bitext and on the questions, and how much of its move is one shift of every token."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FIXTURES, ROOT, cli_env
+
+from optical_lightning.models.causal_lm import adapt_student
+from optical_lightning.models.tiny import tiny_causal_lm
+
+SCRIPTS = ROOT / "experiments" / "reasoning"
+sys.path.insert(0, str(SCRIPTS))  # the scripts import their sibling, oracle_transport.py
+_spec = importlib.util.spec_from_file_location("offset", SCRIPTS / "offset.py")
+offset = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(offset)
+AFRIMMLU = FIXTURES / "mcqa" / "afrimmlu"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A tiny base model, a student whose adapters change it, and data whose 'Swahili' is the English text."""
+    root = tmp_path_factory.mktemp("context")
+    teacher = tiny_causal_lm(seed=0)
+    teacher.save_pretrained(root / "tiny")
+    student = adapt_student(teacher, lora={"r": 2, "alpha": 4})
+    for name, param in student.model.named_parameters():
+        if "lora_B" in name:  # a fresh adapter is the identity; this one changes the model
+            param.data.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    student.save_pretrained(root / "student")
+    (root / "data").mkdir()
+    for lang in ("sw", "en"):
+        shutil.copy(AFRIMMLU / "en.test.jsonl", root / "data" / f"{lang}.val.jsonl")
+    english = [line.split("\t")[1] for line in (FIXTURES / "tico19.dev200.en-sw.tsv").read_text().splitlines()[1:41]]
+    (root / "bitext.tsv").write_text("id\ten\tsw\n" + "".join(f"p{i}\t{t}\t{t}\n" for i, t in enumerate(english)))
+    return root
+
+
+def _run(script: str, root: Path, *args: str) -> dict:
+    out = root / script
+    proc = subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), "--model", str(root / "tiny"), "--student",
+                           str(root / "student"), "--data", str(root / "data"), "--bitext", str(root / "bitext.tsv"),
+                           "--val-size", "8", "--layer", "3", "--blur", "0.02", "--dtype", "32", "--max-items", "3",
+                           "--out", str(out), *args], capture_output=True, text=True, timeout=300, env=cli_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| student |" in out.with_suffix(".md").read_text()
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def test_text_read_against_itself_costs_the_plans_floor_and_a_student_moves_away(models):
+    """The base model reading the English text as 'Swahili' is at the entropic plan's floor on every reading (the
+    same text, the same states); a student whose adapters change the model is farther on each."""
+    record = _run("content_context", models)
+    base, student = record["means"]["base model"], record["means"]["student"]
+    assert set(base) == {"bitext", "questions alone", "questions in the prompt"}
+    assert record["n_pairs"] == 3 and len(record["per_item"]["student"]["bitext"]) == 3
+    for reading in base:
+        assert base[reading] < 0.01 < student[reading], reading
+
+
+def test_identical_text_has_no_offset_and_the_shift_rows_answer_as_zero_shot(models):
+    record = _run("offset", models)
+    assert record["offset_norm"] < 1e-5
+    summary = record["summary"]
+    for name in ("global offset", "prompt offset"):
+        assert summary[name] == summary["zero-shot"], name
+    assert summary["zero-shot"]["agreement"] == 1.0 and summary["zero-shot"]["cost"] < 0.01
+    assert 0 <= record["student_displacement"]["shared_share"] <= 1
+
+
+def test_a_constant_displacement_is_all_shift():
+    """Hand-solved: every token moved by the same vector v is all shift, pointing along v; moves that cancel out
+    have no shift at all."""
+    v = torch.tensor([3.0, 4.0, 0.0])
+    share, cosine = offset.displacement(v.expand(5, 3), v)
+    assert abs(share - 1) < 1e-6 and abs(cosine - 1) < 1e-6
+    share, _ = offset.displacement(torch.stack([v, -v]), v)
+    assert share == 0.0
