@@ -7,19 +7,23 @@ nearer to all the English states at once. This reads the AfriMMLU prompts after 
 does, and scores the answers with the question-and-option states replaced by:
 
 * ``zero-shot``: the base model's Swahili states;
-* ``student``: a trained student's (its own answers: the student reads the whole Swahili prompt);
+* ``student RUN``: each trained student's (``--student`` takes several; its own answers: a student reads the
+  whole Swahili prompt);
 * ``global offset``: the base model's Swahili states plus one language offset, measured on the run's held-out bitext
   (every sentence's tokens but position 0, the attention sink);
 * ``prompt offset``: plus the offset between this prompt's own English and Swahili content (an oracle: it knows
   the English question's mean state);
 * ``content hard x0.25``: each token moved a quarter of the way to the English state its plan sends most mass to.
 
-Beside each row, the content's transport cost (training's geometry and blur). For the student, how much of its
+Beside each row, the content's transport cost (training's geometry and blur), plain and centred (``ot.center``:
+each cloud's mean removed, so a shift costs nothing). For each student, how much of its
 displacement from the base model's states is a shift shared by every token (the squared norm of the mean
 displacement over the mean squared displacement), and the cosine between that shift and the language offset.
 
     python experiments/reasoning/offset.py --student outputs/reasoning/dev-strong-300/student --blur 0.05 \\
         --out experiments/reasoning/offset/val-strong300
+    python experiments/reasoning/offset.py --student outputs/reasoning/{dev-strong-300,dev-strong-center}/student \\
+        --out experiments/reasoning/offset/val-center
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from oracle_transport import (
 )
 
 from optical_lightning.data.datamodule import BitextDataModule
-from optical_lightning.evaluation.questions import QuestionSet
+from optical_lightning.evaluation.questions import MCQuestion, QuestionSet
 from optical_lightning.losses.ot import OTDistillationHead
 from optical_lightning.models.causal_lm import CausalLMEncoder, load_causal_lm
 from optical_lightning.utils.resources import machine
@@ -71,10 +75,39 @@ def displacement(moved: torch.Tensor, offset: torch.Tensor) -> tuple[float, floa
     return float(shift.pow(2).sum() / moved.pow(2).sum(-1).mean()), float(F.cosine_similarity(shift, offset, dim=0))
 
 
+def read(encoder: CausalLMEncoder, student: CausalLMEncoder | None, sw_q: MCQuestion, en_q: MCQuestion, layer: int,
+         heads: dict[str, OTDistillationHead], offset: torch.Tensor
+         ) -> tuple[dict[str, tuple[torch.Tensor, dict[str, float]]], tuple[float, float] | None]:
+    """One question's rows: name -> (its four letter log-likelihoods, its content costs under each head); the
+    base model's rows without ``student``, else the student's row and its displacement (:func:`displacement`)."""
+    lm, base, tokenizer = encoder.lm, encoder.base_lm, encoder.tokenizer
+    sw_prompt, en_prompt = prompt_and_content(sw_q)[0], prompt_and_content(en_q)[0]
+    sw_ids, sw_mask = tokens_and_content(tokenizer, *prompt_and_content(sw_q))
+    en_ids, en_mask = tokens_and_content(tokenizer, *prompt_and_content(en_q))
+    sw_h, en_h = states_by_layer(lm, sw_ids)[layer][0].float(), states_by_layer(lm, en_ids)[layer][0].float()
+
+    def costs(states: torch.Tensor) -> dict[str, float]:
+        return {kind: content_cost(base, head, en_h, states, en_mask, sw_mask) for kind, head in heads.items()}
+
+    if student is not None:
+        student_h = states_by_layer(student.lm, sw_ids)[layer][0].float()
+        row = (letters(student.lm, tokenizer, sw_prompt), costs(student_h))
+        return {"student": row}, displacement((student_h - sw_h)[sw_mask], offset)
+    shifted = {"zero-shot": sw_h, "global offset": sw_h.clone(), "prompt offset": sw_h.clone(),
+               "content hard x0.25": transported(sw_h, en_h, sw_mask, en_mask, heads["cost"], hard=True, share=0.25)}
+    shifted["global offset"][sw_mask] += offset
+    shifted["prompt offset"][sw_mask] += en_h[en_mask].mean(0) - sw_h[sw_mask].mean(0)
+    rows = {"English": (letters(lm, tokenizer, en_prompt), {})}
+    for name, states in shifted.items():
+        with replaced_after(base, layer, states):
+            rows[name] = (letters(lm, tokenizer, sw_prompt), costs(states))
+    return rows, None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
-    parser.add_argument("--student", required=True, help="a run's student/ folder")
+    parser.add_argument("--student", nargs="+", required=True, help="one or more runs' student/ folders")
     parser.add_argument("--split", default="val")
     parser.add_argument("--bitext", default="data/bitext/sw/train.tsv", help="the run's training file")
     parser.add_argument("--val-size", type=int, default=128, help="the run's data.val_size")
@@ -97,55 +130,53 @@ def main(argv: list[str] | None = None) -> None:
     data = BitextDataModule(train=[args.bitext], lang="sw", val_size=args.val_size, seed=args.seed)
     data.setup()
     pairs = [(p.en, p.tgt) for p in data.val_pairs][:args.max_items]
-    encoder = load_causal_lm(args.model, align_layer=args.layer, dtype=args.dtype, cache_dir=args.cache_dir)
-    student = CausalLMEncoder.from_pretrained(args.student, teacher=encoder, frozen=True)
-    lm, base, tokenizer, layer = encoder.lm, encoder.base_lm, encoder.tokenizer, args.layer
-    head = OTDistillationHead(blur=args.blur)
-    offset = language_offset(lm, tokenizer, pairs, layer)
-
+    load = lambda: load_causal_lm(args.model, align_layer=args.layer, dtype=args.dtype,  # noqa: E731
+                                  cache_dir=args.cache_dir)
+    encoder = load()
+    heads = {"cost": OTDistillationHead(blur=args.blur), "centred cost": OTDistillationHead(blur=args.blur, center=True)}
+    offset = language_offset(encoder.lm, encoder.tokenizer, pairs, args.layer)
     logliks: dict[str, list] = defaultdict(list)
-    costs: dict[str, list[float]] = defaultdict(list)
-    shared, alignment = [], []
-    for sw_q, en_q in zip(questions, qset.english):
-        sw_prompt, en_prompt = prompt_and_content(sw_q)[0], prompt_and_content(en_q)[0]
-        sw_ids, sw_mask = tokens_and_content(tokenizer, *prompt_and_content(sw_q))
-        en_ids, en_mask = tokens_and_content(tokenizer, *prompt_and_content(en_q))
-        sw_h, en_h = states_by_layer(lm, sw_ids)[layer][0].float(), states_by_layer(lm, en_ids)[layer][0].float()
-        student_h = states_by_layer(student.lm, sw_ids)[layer][0].float()
-        logliks["English"].append(letters(lm, tokenizer, en_prompt))
-        logliks["student"].append(letters(student.lm, tokenizer, sw_prompt))
-        costs["student"].append(content_cost(base, head, en_h, student_h, en_mask, sw_mask))
-        shifted = {"zero-shot": sw_h, "global offset": sw_h.clone(), "prompt offset": sw_h.clone(),
-                   "content hard x0.25": transported(sw_h, en_h, sw_mask, en_mask, head, hard=True, share=0.25)}
-        shifted["global offset"][sw_mask] += offset
-        shifted["prompt offset"][sw_mask] += en_h[en_mask].mean(0) - sw_h[sw_mask].mean(0)
-        for name, states in shifted.items():
-            with replaced_after(base, layer, states):
-                logliks[name].append(letters(lm, tokenizer, sw_prompt))
-            costs[name].append(content_cost(base, head, en_h, states, en_mask, sw_mask))
-        share, cosine = displacement((student_h - sw_h)[sw_mask], offset)
-        shared.append(share)
-        alignment.append(cosine)
-    rows = summary({k: torch.stack(v) for k, v in logliks.items()}, dict(costs), [q.answer for q in questions])
-    moves = {"shared_share": sum(shared) / len(shared), "cos_to_language_offset": sum(alignment) / len(alignment)}
-    record = {"model": args.model, "student": args.student, "split": args.split, "layer": layer, "blur": args.blur,
-              "dtype": args.dtype, "n": len(questions), "n_pairs": len(pairs), "summary": rows,
+    costs: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in heads}
+    moves: dict[str, dict[str, float]] = {}
+    readers = [("base", encoder)] + [(f"student {Path(s).parent.name}", s) for s in args.student]
+    for name, reader in readers:
+        if name != "base":  # each student adapts a base model of its own (a model holds one student's adapters)
+            encoder = load()
+            reader = CausalLMEncoder.from_pretrained(reader, teacher=encoder, frozen=True)
+        shared, alignment = [], []
+        for sw_q, en_q in zip(questions, qset.english):
+            rows, share = read(encoder, reader if name != "base" else None, sw_q, en_q, args.layer, heads, offset)
+            for row, (ll, row_costs) in rows.items():
+                row = name if row == "student" else row
+                logliks[row].append(ll)
+                for kind, value in row_costs.items():
+                    costs[kind][row].append(value)
+            if share is not None:
+                shared.append(share[0])
+                alignment.append(share[1])
+        if name != "base":
+            moves[name] = {"shared_share": sum(shared) / len(shared),
+                           "cos_to_language_offset": sum(alignment) / len(alignment)}
+    rows = summary({k: torch.stack(v) for k, v in logliks.items()}, dict(costs["cost"]), [q.answer for q in questions])
+    for row, values in costs["centred cost"].items():
+        rows[row]["centred cost"] = sum(values) / len(values)
+    record = {"model": args.model, "students": args.student, "split": args.split, "layer": args.layer,
+              "blur": args.blur, "dtype": args.dtype, "n": len(questions), "n_pairs": len(pairs), "summary": rows,
               "student_displacement": moves, "offset_norm": float(offset.norm()), "costs": costs,
-              "per_question": {"shared_share": shared, "cos_to_language_offset": alignment},
               "machine": machine(), "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     table = [f"AfriMMLU sw {args.split}, {len(questions)} questions; language offset from {len(pairs)} held-out pairs of "
-             f"{args.bitext} (norm {record['offset_norm']:.2f}); layer {layer}, blur {args.blur}, {args.model} "
-             f"({args.dtype}), student {args.student}; {record['date']}, {record['seconds']:.0f} s on "
-             f"{record['machine']['cpu']}", "",
+             f"{args.bitext} (norm {record['offset_norm']:.2f}); layer {args.layer}, blur {args.blur}, {args.model} "
+             f"({args.dtype}); {record['date']}, {record['seconds']:.0f} s on {record['machine']['cpu']}", "",
              "| Swahili content states after the layer | accuracy | agreement with English | right letter's probability "
-             "| content transport cost |", "|---|---|---|---|---|"]
+             "| content transport cost | centred |", "|---|---|---|---|---|---|"]
     table += [f"| {k} | {v['accuracy']:.3f} | {v['agreement']:.3f} | {v['gold_prob']:.3f} | "
-              + (f"{v['cost']:.3f}" if "cost" in v else "–") + " |" for k, v in rows.items()]
-    table += ["", f"The student's displacement from the base model's Swahili content states: a shift shared by every "
-              f"token is {moves['shared_share']:.3f} of its mean squared length; that shift's cosine to the "
-              f"language offset is {moves['cos_to_language_offset']:.3f} (means over questions)."]
+              + " | ".join(f"{v[c]:.3f}" if c in v else "–" for c in heads) + " |" for k, v in rows.items()]
+    table += ["", "Each student's displacement from the base model's Swahili content states: the share of its mean squared "
+              "length that one shift shared by every token carries, and that shift's cosine to the language offset "
+              "(means over questions):", ""]
+    table += [f"- {name}: {m['shared_share']:.3f}, cosine {m['cos_to_language_offset']:.3f}" for name, m in moves.items()]
     args.out.with_suffix(".md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
 
