@@ -50,7 +50,8 @@ RECORDED_SINCE = ("data_files", "distill.module",  # the module's config repeats
 #: settings added later whose default does what older runs did: an older record without one had that value
 DEFAULTS_SINCE = {"distill.anchor_weight": 0.0,  # the English anchor term: off
                   "distill.spread_weight": 0.0,  # the spread term: off
-                  "mcqa.quantize": "none"}  # letter scoring in the weights' own dtype
+                  "mcqa.quantize": "none",  # letter scoring in the weights' own dtype
+                  "ot.center": False, "distill.module.loss_terms.ot.head.center": False}  # the plain cosine cost
 #: settings that moved since older run directories recorded them (old dotted prefix -> new), and the
 #: evaluators' builders then and now, so that those directories still match the same settings today
 RETRIEVAL_KEYS = ("data_dir", "lang", "sets", "domain_sets", "scoring", "metrics", "max_queries", "batch_size",

@@ -244,8 +244,8 @@ def test_a_moved_target_is_no_difference_but_another_object_and_other_keys_are()
 
 
 def test_a_record_from_before_the_spread_term_and_int8_scoring_still_matches_its_settings(tmp_path):
-    """The committed language-model test run recorded no `distill.spread_weight` and no `mcqa.quantize`: with them at
-    their defaults (off, none) today's settings are its settings; turned on, they are differences."""
+    """The committed language-model test run recorded no `distill.spread_weight`, `mcqa.quantize` or `ot.center`: with
+    them at their defaults (off, none, off) today's settings are its settings; turned on, they are differences."""
     from omegaconf import OmegaConf
 
     from optical_lightning.training.rundir import BOOKKEEPING
@@ -261,5 +261,7 @@ def test_a_record_from_before_the_spread_term_and_int8_scoring_still_matches_its
         return {k for k in changed if k.startswith(("distill.", "mcqa.", "eval.evaluators.mcqa."))}
 
     assert learning(differences(old, now(), ignore=BOOKKEEPING)) == set()
-    changed = learning(differences(old, now("distill.spread_weight=1", "mcqa.quantize=int8"), ignore=BOOKKEEPING))
-    assert {"distill.spread_weight", "mcqa.quantize"} <= changed
+    changed = learning(differences(old, now("distill.spread_weight=1", "mcqa.quantize=int8", "ot.center=true"),
+                                   ignore=BOOKKEEPING))
+    assert {"distill.spread_weight", "mcqa.quantize", "distill.module.loss_terms.ot.head.center"} <= changed
+    assert "ot.center" in differences(old, now("ot.center=true"), ignore=BOOKKEEPING)
