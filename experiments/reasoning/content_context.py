@@ -74,10 +74,8 @@ def costs(teacher: CausalLMEncoder, reader: CausalLMEncoder, head: OTDistillatio
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
-    parser.add_argument("--student", help="a run's student/ folder (else the base model alone)")
+def add_inputs(parser: argparse.ArgumentParser) -> None:
+    """The settings that pick the questions, the held-out bitext and the model's view (shared with ``offset.py``)."""
     parser.add_argument("--split", default="val", help="AfriMMLU split: val (dev, the default) or test")
     parser.add_argument("--bitext", default="data/bitext/sw/train.tsv", help="the run's training file")
     parser.add_argument("--val-size", type=int, default=128, help="the run's data.val_size")
@@ -88,10 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=".cache")
     parser.add_argument("--data", default=DATA)
     parser.add_argument("--max-items", type=int, help="at most this many bitext pairs and questions (quick checks)")
-    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
-    args = parser.parse_args(argv)
 
-    started = time.time()
+
+def inputs(args: argparse.Namespace) -> tuple[QuestionSet, list[MCQuestion], list[tuple[str, str]]]:
+    """The AfriMMLU questions (with their English) and the run's held-out bitext pairs, as (English, Swahili)."""
     qset = QuestionSet(f"{args.data}/sw.{args.split}.jsonl", f"{args.data}/en.{args.split}.jsonl", "sw",
                        max_questions=args.max_items)
     questions = qset.load()
@@ -99,7 +97,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {qset.skipped}")
     data = BitextDataModule(train=[args.bitext], lang="sw", val_size=args.val_size, seed=args.seed)
     data.setup()
-    pairs = [(p.en, p.tgt) for p in data.val_pairs][:args.max_items]
+    return qset, questions, [(p.en, p.tgt) for p in data.val_pairs][:args.max_items]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
+    parser.add_argument("--student", help="a run's student/ folder (else the base model alone)")
+    add_inputs(parser)
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    qset, questions, pairs = inputs(args)
     teacher = load_causal_lm(args.model, align_layer=args.layer, dtype=args.dtype, cache_dir=args.cache_dir,
                              frozen=True)
     head = OTDistillationHead(blur=args.blur)

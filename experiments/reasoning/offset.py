@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from content_context import add_inputs, inputs
 from oracle_transport import (
-    DATA,
     content_cost,
     letters,
     prompt_and_content,
@@ -49,8 +49,7 @@ from oracle_transport import (
     transported,
 )
 
-from optical_lightning.data.datamodule import BitextDataModule
-from optical_lightning.evaluation.questions import MCQuestion, QuestionSet
+from optical_lightning.evaluation.questions import MCQuestion
 from optical_lightning.losses.ot import OTDistillationHead
 from optical_lightning.models.causal_lm import CausalLMEncoder, load_causal_lm
 from optical_lightning.utils.resources import machine
@@ -108,28 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
     parser.add_argument("--student", nargs="+", required=True, help="one or more runs' student/ folders")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--bitext", default="data/bitext/sw/train.tsv", help="the run's training file")
-    parser.add_argument("--val-size", type=int, default=128, help="the run's data.val_size")
-    parser.add_argument("--seed", type=int, default=42, help="the run's seed")
-    parser.add_argument("--layer", type=int, default=14)
-    parser.add_argument("--blur", type=float, default=0.05)
-    parser.add_argument("--dtype", default="bf16")
-    parser.add_argument("--cache-dir", default=".cache")
-    parser.add_argument("--data", default=DATA)
-    parser.add_argument("--max-items", type=int, help="at most this many questions and bitext pairs (quick checks)")
+    add_inputs(parser)
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args(argv)
 
     started = time.time()
-    qset = QuestionSet(f"{args.data}/sw.{args.split}.jsonl", f"{args.data}/en.{args.split}.jsonl", "sw",
-                       max_questions=args.max_items)
-    questions = qset.load()
-    if not questions:
-        raise SystemExit(f"error: {qset.skipped}")
-    data = BitextDataModule(train=[args.bitext], lang="sw", val_size=args.val_size, seed=args.seed)
-    data.setup()
-    pairs = [(p.en, p.tgt) for p in data.val_pairs][:args.max_items]
+    qset, questions, pairs = inputs(args)
     load = lambda: load_causal_lm(args.model, align_layer=args.layer, dtype=args.dtype,  # noqa: E731
                                   cache_dir=args.cache_dir)
     encoder = load()
