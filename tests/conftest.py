@@ -58,6 +58,23 @@ def compose_config(*overrides: str, output_dir: Path) -> DictConfig:
     return cfg
 
 
+def save_tiny_teacher_and_student(folder: Path) -> None:
+    """A tiny causal LM saved as ``folder/tiny`` and a LoRA student of it as ``folder/student``, whose adapters change
+    the model (a fresh adapter is the identity)."""
+    import torch
+
+    from optical_lightning.models.causal_lm import adapt_student
+    from optical_lightning.models.tiny import tiny_causal_lm
+
+    teacher = tiny_causal_lm(seed=0)
+    teacher.save_pretrained(folder / "tiny")
+    student = adapt_student(teacher, lora={"r": 2, "alpha": 4})
+    for name, param in student.model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    student.save_pretrained(folder / "student")
+
+
 @pytest.fixture
 def tiny_pair():
     from optical_lightning.models.tiny import tiny_encoder

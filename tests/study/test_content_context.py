@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, ROOT, cli_env
-
-from optical_lightning.models.causal_lm import adapt_student
-from optical_lightning.models.tiny import tiny_causal_lm
+from conftest import FIXTURES, ROOT, cli_env, save_tiny_teacher_and_student
 
 SCRIPTS = ROOT / "experiments" / "reasoning"
 sys.path.insert(0, str(SCRIPTS))  # the scripts import their sibling, oracle_transport.py
@@ -29,13 +26,7 @@ AFRIMMLU = FIXTURES / "mcqa" / "afrimmlu"
 def models(tmp_path_factory) -> Path:
     """A tiny base model, a student whose adapters change it, and data whose 'Swahili' is the English text."""
     root = tmp_path_factory.mktemp("context")
-    teacher = tiny_causal_lm(seed=0)
-    teacher.save_pretrained(root / "tiny")
-    student = adapt_student(teacher, lora={"r": 2, "alpha": 4})
-    for name, param in student.model.named_parameters():
-        if "lora_B" in name:  # a fresh adapter is the identity; this one changes the model
-            param.data.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
-    student.save_pretrained(root / "student")
+    save_tiny_teacher_and_student(root)
     (root / "data").mkdir()
     for lang in ("sw", "en"):
         shutil.copy(AFRIMMLU / "en.test.jsonl", root / "data" / f"{lang}.val.jsonl")

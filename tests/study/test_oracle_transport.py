@@ -11,9 +11,8 @@ import sys
 
 import numpy as np
 import torch
-from conftest import FIXTURES, ROOT, cli_env
+from conftest import FIXTURES, ROOT, cli_env, save_tiny_teacher_and_student
 
-from optical_lightning.models.causal_lm import adapt_student
 from optical_lightning.models.tiny import tiny_causal_lm
 
 SCRIPT = ROOT / "experiments" / "reasoning" / "oracle_transport.py"
@@ -52,13 +51,7 @@ def test_a_question_transported_onto_itself_is_answered_as_it_was(tmp_path):
 def test_a_student_is_read_beside_the_base_model_without_changing_it(tmp_path):
     """With a trained student loaded, the base model's rows are what they are without it (its adapters are off
     there), the student's row is its own, and moving the content towards its English states lowers its cost."""
-    teacher = tiny_causal_lm(seed=0)
-    teacher.save_pretrained(tmp_path / "tiny")
-    student = adapt_student(teacher, lora={"r": 2, "alpha": 4})
-    for name, param in student.model.named_parameters():
-        if "lora_B" in name:  # a fresh adapter is the identity; this one changes the model
-            param.data.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
-    student.save_pretrained(tmp_path / "student")
+    save_tiny_teacher_and_student(tmp_path)
     args = ("--split", "test", "--layers", "3", "--shares", "0.5")
     alone = _oracle(tmp_path, AFRIMMLU, *args)
     both = _oracle(tmp_path, AFRIMMLU, *args, "--student", str(tmp_path / "student"))
