@@ -18,7 +18,10 @@ does, and scores the answers with the question-and-option states replaced by:
 Beside each row, the content's transport cost (training's geometry and blur), plain and centred (``ot.center``:
 each cloud's mean removed, so a shift costs nothing). For each student, how much of its
 displacement from the base model's states is a shift shared by every token (the squared norm of the mean
-displacement over the mean squared displacement), and the cosine between that shift and the language offset.
+displacement over the mean squared displacement), and the cosine between that shift and the language offset; and
+whether the student went towards each token's own English target (the hard oracle's) and how far: the
+least-squares fraction of the way (the quarter-way oracle has 0.25) and the mean cosine between its move and
+the oracle's, each also with the shift shared by every token removed from both moves.
 
     python experiments/reasoning/offset.py --student outputs/reasoning/dev-strong-300/student --blur 0.05 \\
         --out experiments/reasoning/offset/val-strong300
@@ -74,11 +77,24 @@ def displacement(moved: torch.Tensor, offset: torch.Tensor) -> tuple[float, floa
     return float(shift.pow(2).sum() / moved.pow(2).sum(-1).mean()), float(F.cosine_similarity(shift, offset, dim=0))
 
 
+def toward_targets(moved: torch.Tensor, wanted: torch.Tensor) -> dict[str, float]:
+    """A student's move ``moved`` (T, H) against the move to each token's own target ``wanted`` (T, H): ``along``, the
+    least-squares fraction of the way, :math:`\\sum_t \\langle m_t, w_t\\rangle / \\sum_t \\|w_t\\|^2`; ``cos``, the
+    mean cosine between the two moves; and ``token along`` / ``token cos``, the same after each move's mean over
+    the tokens (its shared shift) is removed: only what the student moved token by token."""
+    out = {}
+    for prefix, m, w in (("", moved, wanted), ("token ", moved - moved.mean(0), wanted - wanted.mean(0))):
+        out[f"{prefix}along"] = float((m * w).sum() / w.pow(2).sum().clamp_min(1e-12))
+        out[f"{prefix}cos"] = float(F.cosine_similarity(m, w, dim=-1, eps=1e-12).mean())
+    return out
+
+
 def read(encoder: CausalLMEncoder, student: CausalLMEncoder | None, sw_q: MCQuestion, en_q: MCQuestion, layer: int,
          heads: dict[str, OTDistillationHead], offset: torch.Tensor
-         ) -> tuple[dict[str, tuple[torch.Tensor, dict[str, float]]], tuple[float, float] | None]:
+         ) -> tuple[dict[str, tuple[torch.Tensor, dict[str, float]]], dict[str, float] | None]:
     """One question's rows: name -> (its four letter log-likelihoods, its content costs under each head); the
-    base model's rows without ``student``, else the student's row and its displacement (:func:`displacement`)."""
+    base model's rows without ``student``, else the student's row and its move (:func:`displacement`,
+    :func:`toward_targets`)."""
     lm, base, tokenizer = encoder.lm, encoder.base_lm, encoder.tokenizer
     sw_prompt, en_prompt = prompt_and_content(sw_q)[0], prompt_and_content(en_q)[0]
     sw_ids, sw_mask = tokens_and_content(tokenizer, *prompt_and_content(sw_q))
@@ -91,7 +107,11 @@ def read(encoder: CausalLMEncoder, student: CausalLMEncoder | None, sw_q: MCQues
     if student is not None:
         student_h = states_by_layer(student.lm, sw_ids)[layer][0].float()
         row = (letters(student.lm, tokenizer, sw_prompt), costs(student_h))
-        return {"student": row}, displacement((student_h - sw_h)[sw_mask], offset)
+        target = transported(sw_h, en_h, sw_mask, en_mask, heads["cost"], hard=True)
+        moved = (student_h - sw_h)[sw_mask]
+        shared_share, cos_offset = displacement(moved, offset)
+        return {"student": row}, {"shared_share": shared_share, "cos_to_language_offset": cos_offset,
+                                  **toward_targets(moved, (target - sw_h)[sw_mask])}
     shifted = {"zero-shot": sw_h, "global offset": sw_h.clone(), "prompt offset": sw_h.clone(),
                "content hard x0.25": transported(sw_h, en_h, sw_mask, en_mask, heads["cost"], hard=True, share=0.25)}
     shifted["global offset"][sw_mask] += offset
@@ -126,20 +146,18 @@ def main(argv: list[str] | None = None) -> None:
         if name != "base":  # each student adapts a base model of its own (a model holds one student's adapters)
             encoder = load()
             reader = CausalLMEncoder.from_pretrained(reader, teacher=encoder, frozen=True)
-        shared, alignment = [], []
+        student_moves: dict[str, list[float]] = defaultdict(list)
         for sw_q, en_q in zip(questions, qset.english):
-            rows, share = read(encoder, reader if name != "base" else None, sw_q, en_q, args.layer, heads, offset)
+            rows, move = read(encoder, reader if name != "base" else None, sw_q, en_q, args.layer, heads, offset)
             for row, (ll, row_costs) in rows.items():
                 row = name if row == "student" else row
                 logliks[row].append(ll)
                 for kind, value in row_costs.items():
                     costs[kind][row].append(value)
-            if share is not None:
-                shared.append(share[0])
-                alignment.append(share[1])
+            for key, value in (move or {}).items():
+                student_moves[key].append(value)
         if name != "base":
-            moves[name] = {"shared_share": sum(shared) / len(shared),
-                           "cos_to_language_offset": sum(alignment) / len(alignment)}
+            moves[name] = {key: sum(values) / len(values) for key, values in student_moves.items()}
     rows = summary({k: torch.stack(v) for k, v in logliks.items()}, dict(costs["cost"]), [q.answer for q in questions])
     for row, values in costs["centred cost"].items():
         rows[row]["centred cost"] = sum(values) / len(values)
@@ -160,6 +178,13 @@ def main(argv: list[str] | None = None) -> None:
               "length that one shift shared by every token carries, and that shift's cosine to the language offset "
               "(means over questions):", ""]
     table += [f"- {name}: {m['shared_share']:.3f}, cosine {m['cos_to_language_offset']:.3f}" for name, m in moves.items()]
+    table += ["", "Each student's move against the move to each token's own English target (the hard oracle's), means over "
+              "questions: the fraction of the way (least squares; the quarter-way oracle: 0.25) and the cosine between "
+              "the moves, of the whole move and of its token-specific part (each move's shared shift removed):", "",
+              "| student | fraction of the way | cosine | token-specific fraction | token-specific cosine |",
+              "|---|---|---|---|---|"]
+    table += [f"| {name} | {m['along']:.3f} | {m['cos']:.3f} | {m['token along']:.3f} | {m['token cos']:.3f} |"
+              for name, m in moves.items()]
     args.out.with_suffix(".md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
 

@@ -67,6 +67,7 @@ def test_identical_text_has_no_offset_and_the_shift_rows_answer_as_zero_shot(mod
     assert summary["zero-shot"]["centred cost"] < 0.01
     (moves,) = record["student_displacement"].values()
     assert 0 <= moves["shared_share"] <= 1
+    assert {"along", "cos", "token along", "token cos"} <= set(moves)
 
 
 def test_a_constant_displacement_is_all_shift():
@@ -77,3 +78,18 @@ def test_a_constant_displacement_is_all_shift():
     assert abs(share - 1) < 1e-6 and abs(cosine - 1) < 1e-6
     share, _ = offset.displacement(torch.stack([v, -v]), v)
     assert share == 0.0
+
+
+def test_a_quarter_of_the_way_is_a_quarter_and_a_shift_is_no_token_specific_move():
+    """Hand-solved: a move a quarter of the way to every token's own target has fraction 0.25 and cosine 1, whole and
+    token by token; one vector added to every token, against targets that differ by token, has no token-specific part."""
+    wanted = torch.tensor([[2.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, -2.0]])
+    moves = offset.toward_targets(0.25 * wanted, wanted)
+    for key in ("along", "token along"):
+        assert abs(moves[key] - 0.25) < 1e-6, key
+    for key in ("cos", "token cos"):
+        assert abs(moves[key] - 1) < 1e-6, key
+    shift = wanted.mean(0).expand(3, 3)
+    moves = offset.toward_targets(shift, wanted)
+    assert moves["token along"] == 0.0 and moves["token cos"] == 0.0
+    assert 0 < moves["along"] < 1
