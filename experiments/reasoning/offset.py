@@ -21,7 +21,9 @@ displacement from the base model's states is a shift shared by every token (the 
 displacement over the mean squared displacement), and the cosine between that shift and the language offset; and
 whether the student went towards each token's own English target (the hard oracle's) and how far: the
 least-squares fraction of the way (the quarter-way oracle has 0.25) and the mean cosine between its move and
-the oracle's, each also with the shift shared by every token removed from both moves.
+the oracle's, each also with the shift shared by every token removed from both moves; once on the raw states that
+the layers above read, once in the cost's geometry (after the final RMSNorm, unit length), which weighs each
+dimension by the final norm's gain and ignores length.
 
     python experiments/reasoning/offset.py --student outputs/reasoning/dev-strong-300/student --blur 0.05 \\
         --out experiments/reasoning/offset/val-strong300
@@ -89,6 +91,13 @@ def toward_targets(moved: torch.Tensor, wanted: torch.Tensor) -> dict[str, float
     return out
 
 
+@torch.inference_mode()
+def cost_geometry(lm: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
+    """(T, H) raw states in the geometry the cost compares: after the final RMSNorm, unit length."""
+    norm = lm.get_decoder().norm
+    return F.normalize(norm(states.to(norm.weight.dtype)).float(), dim=-1)
+
+
 def read(encoder: CausalLMEncoder, student: CausalLMEncoder | None, sw_q: MCQuestion, en_q: MCQuestion, layer: int,
          heads: dict[str, OTDistillationHead], offset: torch.Tensor
          ) -> tuple[dict[str, tuple[torch.Tensor, dict[str, float]]], dict[str, float] | None]:
@@ -110,8 +119,11 @@ def read(encoder: CausalLMEncoder, student: CausalLMEncoder | None, sw_q: MCQues
         target = transported(sw_h, en_h, sw_mask, en_mask, heads["cost"], hard=True)
         moved = (student_h - sw_h)[sw_mask]
         shared_share, cos_offset = displacement(moved, offset)
+        unit = lambda h: cost_geometry(base, h[sw_mask])  # noqa: E731
+        in_cost = toward_targets(unit(student_h) - unit(sw_h), unit(target) - unit(sw_h))
         return {"student": row}, {"shared_share": shared_share, "cos_to_language_offset": cos_offset,
-                                  **toward_targets(moved, (target - sw_h)[sw_mask])}
+                                  **toward_targets(moved, (target - sw_h)[sw_mask]),
+                                  **{f"cost-geometry {key}": value for key, value in in_cost.items()}}
     shifted = {"zero-shot": sw_h, "global offset": sw_h.clone(), "prompt offset": sw_h.clone(),
                "content hard x0.25": transported(sw_h, en_h, sw_mask, en_mask, heads["cost"], hard=True, share=0.25)}
     shifted["global offset"][sw_mask] += offset
@@ -180,11 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     table += [f"- {name}: {m['shared_share']:.3f}, cosine {m['cos_to_language_offset']:.3f}" for name, m in moves.items()]
     table += ["", "Each student's move against the move to each token's own English target (the hard oracle's), means over "
               "questions: the fraction of the way (least squares; the quarter-way oracle: 0.25) and the cosine between "
-              "the moves, of the whole move and of its token-specific part (each move's shared shift removed):", "",
+              "the moves, of the whole move and of its token-specific part (each move's shared shift removed); on the raw "
+              "states, and in the cost's geometry (after the final RMSNorm, unit length):", "",
               "| student | fraction of the way | cosine | token-specific fraction | token-specific cosine |",
               "|---|---|---|---|---|"]
-    table += [f"| {name} | {m['along']:.3f} | {m['cos']:.3f} | {m['token along']:.3f} | {m['token cos']:.3f} |"
-              for name, m in moves.items()]
+    table += [f"| {name}{geometry} | {m[prefix + 'along']:.3f} | {m[prefix + 'cos']:.3f} | "
+              f"{m[prefix + 'token along']:.3f} | {m[prefix + 'token cos']:.3f} |"
+              for name, m in moves.items()
+              for geometry, prefix in (("", ""), (", cost geometry", "cost-geometry "))]
     args.out.with_suffix(".md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
 

@@ -67,7 +67,7 @@ def test_identical_text_has_no_offset_and_the_shift_rows_answer_as_zero_shot(mod
     assert summary["zero-shot"]["centred cost"] < 0.01
     (moves,) = record["student_displacement"].values()
     assert 0 <= moves["shared_share"] <= 1
-    assert {"along", "cos", "token along", "token cos"} <= set(moves)
+    assert {"along", "cos", "token along", "token cos", "cost-geometry token cos"} <= set(moves)
 
 
 def test_a_constant_displacement_is_all_shift():
