@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import FIXTURES, ROOT, cli_env, save_tiny_teacher_and_student
 
+from optical_lightning.losses.ot import OTDistillationHead
+
 SCRIPTS = ROOT / "experiments" / "reasoning"
 sys.path.insert(0, str(SCRIPTS))  # the scripts import their sibling, oracle_transport.py
 _spec = importlib.util.spec_from_file_location("offset", SCRIPTS / "offset.py")
@@ -93,3 +95,39 @@ def test_a_quarter_of_the_way_is_a_quarter_and_a_shift_is_no_token_specific_move
     moves = offset.toward_targets(shift, wanted)
     assert moves["token along"] == 0.0 and moves["token cos"] == 0.0
     assert 0 < moves["along"] < 1
+
+
+def _pairing():
+    spec = importlib.util.spec_from_file_location("pairing", SCRIPTS / "pairing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_student_that_swaps_its_tokens_counterparts_is_cheap_only_under_its_own_plan():
+    """Hand-solved: two English tokens on the axes; the base model's Swahili tokens sit near them in order. A student
+    equal to the base model keeps every counterpart and its costs; one that swaps the two tokens keeps none, is as
+    cheap under its own plan, and dear under the base model's."""
+    pairing = _pairing()
+    head = OTDistillationHead(blur=0.05)
+    en = torch.eye(2)
+    base = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [0.1, 1.0]]), dim=-1)
+    same = pairing.pairing(head, en, base, base)
+    assert same["same counterpart"] == 1.0
+    assert abs(same["cost"] - same["base cost"]) < 1e-5 and abs(same["cost, base plan"] - same["base cost"]) < 1e-5
+    swapped = pairing.pairing(head, en, base, base.flip(0))
+    assert swapped["same counterpart"] == 0.0
+    assert abs(swapped["cost"] - same["cost"]) < 1e-4
+    assert swapped["cost, base plan"] > 0.8 > 0.01 > swapped["cost"]
+
+
+def test_pairing_cli_reads_a_student(models):
+    out = models / "pairing"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "pairing.py"), "--model", str(models / "tiny"), "--student",
+                           str(models / "student"), "--data", str(models / "data"), "--bitext", str(models / "bitext.tsv"),
+                           "--val-size", "8", "--layer", "3", "--blur", "0.02", "--dtype", "32", "--max-items", "3",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=cli_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (means,) = json.loads(out.with_suffix(".json").read_text())["means"].values()
+    assert 0 <= means["same counterpart"] <= 1
+    assert means["base cost"] < 0.01 < means["cost"]  # the 'Swahili' is the English text; the student moves it
