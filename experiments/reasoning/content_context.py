@@ -88,6 +88,16 @@ def add_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-items", type=int, help="at most this many bitext pairs and questions (quick checks)")
 
 
+def students_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a read of several students: the model, ``--student`` folders, the inputs and ``--out``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
+    parser.add_argument("--student", nargs="+", required=True, help="one or more runs' student/ folders")
+    add_inputs(parser)
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    return parser
+
+
 def inputs(args: argparse.Namespace) -> tuple[QuestionSet, list[MCQuestion], list[tuple[str, str]]]:
     """The AfriMMLU questions (with their English) and the run's held-out bitext pairs, as (English, Swahili)."""
     qset = QuestionSet(f"{args.data}/sw.{args.split}.jsonl", f"{args.data}/en.{args.split}.jsonl", "sw",

@@ -33,7 +33,6 @@ dimension by the final norm's gain and ignores length.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import defaultdict
@@ -42,7 +41,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from content_context import add_inputs, inputs
+from content_context import inputs, students_parser
 from oracle_transport import (
     content_cost,
     letters,
@@ -136,12 +135,7 @@ def read(encoder: CausalLMEncoder, student: CausalLMEncoder | None, sw_q: MCQues
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
-    parser.add_argument("--student", nargs="+", required=True, help="one or more runs' student/ folders")
-    add_inputs(parser)
-    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
-    args = parser.parse_args(argv)
+    args = students_parser(__doc__).parse_args(argv)
 
     started = time.time()
     qset, questions, pairs = inputs(args)

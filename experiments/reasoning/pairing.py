@@ -17,13 +17,12 @@ with each student in Swahili, and reports per student:
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
-from content_context import add_inputs, inputs
+from content_context import inputs, students_parser
 from offset import cost_geometry
 from oracle_transport import prompt_and_content, states_by_layer, tokens_and_content
 
@@ -54,12 +53,7 @@ def pairing(head: OTDistillationHead, en: torch.Tensor, base_sw: torch.Tensor, s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-1.5B-Instruct")
-    parser.add_argument("--student", nargs="+", required=True, help="one or more runs' student/ folders")
-    add_inputs(parser)
-    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
-    args = parser.parse_args(argv)
+    args = students_parser(__doc__).parse_args(argv)
 
     started = time.time()
     qset, questions, _ = inputs(args)
