@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from content_context import inputs, students_parser
 from oracle_transport import (
     content_cost,
+    cost_geometry,
     letters,
     prompt_and_content,
     replaced_after,
@@ -88,13 +89,6 @@ def toward_targets(moved: torch.Tensor, wanted: torch.Tensor) -> dict[str, float
         out[f"{prefix}along"] = float((m * w).sum() / w.pow(2).sum().clamp_min(1e-12))
         out[f"{prefix}cos"] = float(F.cosine_similarity(m, w, dim=-1, eps=1e-12).mean())
     return out
-
-
-@torch.inference_mode()
-def cost_geometry(lm: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
-    """(T, H) raw states in the geometry the cost compares: after the final RMSNorm, unit length."""
-    norm = lm.get_decoder().norm
-    return F.normalize(norm(states.to(norm.weight.dtype)).float(), dim=-1)
 
 
 def read(encoder: CausalLMEncoder, student: CausalLMEncoder | None, sw_q: MCQuestion, en_q: MCQuestion, layer: int,

@@ -125,12 +125,18 @@ def transported(sw: torch.Tensor, en: torch.Tensor, sw_mask: torch.Tensor, en_ma
 
 
 @torch.inference_mode()
+def cost_geometry(lm: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
+    """(T, H) raw states in the geometry the cost compares: after the final RMSNorm, unit length."""
+    norm = lm.get_decoder().norm
+    return F.normalize(norm(states.to(norm.weight.dtype)).float(), dim=-1)
+
+
+@torch.inference_mode()
 def content_cost(lm: torch.nn.Module, head: OTDistillationHead, en: torch.Tensor, sw: torch.Tensor,
                  en_mask: torch.Tensor, sw_mask: torch.Tensor) -> float:
     """The transport cost <P, C> between the two prompts' question-and-option tokens in the geometry training
     aligns (the final RMSNorm, unit length, cosine distance): how far the Swahili content is from the English."""
-    norm = lm.get_decoder().norm
-    x, y = (F.normalize(norm(h[m].to(norm.weight.dtype)).float(), dim=-1) for h, m in ((en, en_mask), (sw, sw_mask)))
+    x, y = cost_geometry(lm, en[en_mask]), cost_geometry(lm, sw[sw_mask])
     return float(head(x[None], torch.ones(1, len(x)), y[None], torch.ones(1, len(y))).transport_cost[0])
 
 

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 from content_context import inputs, students_parser
-from offset import cost_geometry
-from oracle_transport import prompt_and_content, states_by_layer, tokens_and_content
+from oracle_transport import cost_geometry, prompt_and_content, states_by_layer, tokens_and_content
 
 from optical_lightning.losses.ot import OTDistillationHead, cosine_cost
 from optical_lightning.models.causal_lm import CausalLMEncoder, load_causal_lm
@@ -59,17 +58,20 @@ def main(argv: list[str] | None = None) -> None:
     qset, questions, _ = inputs(args)
     head = OTDistillationHead(blur=args.blur)
     means: dict[str, dict[str, float]] = {}
-    for student_dir in args.student:
-        encoder = load_causal_lm(args.model, align_layer=args.layer, dtype=args.dtype, cache_dir=args.cache_dir)
+    encoder = load_causal_lm(args.model, align_layer=args.layer, dtype=args.dtype, cache_dir=args.cache_dir)
+    base, layer, tokenizer = encoder.base_lm, args.layer, encoder.tokenizer
+    prompts = [(tokens_and_content(tokenizer, *prompt_and_content(sw_q)),
+                tokens_and_content(tokenizer, *prompt_and_content(en_q))) for sw_q, en_q in zip(questions, qset.english)]
+    # the base model's states are the same for every student: read them once
+    base_states = [(content(base, encoder.lm, en_ids, en_mask, layer), content(base, encoder.lm, sw_ids, sw_mask, layer))
+                   for (sw_ids, sw_mask), (en_ids, en_mask) in prompts]
+    for i, student_dir in enumerate(args.student):
+        if i:  # each student adapts a base model of its own (a model holds one student's adapters)
+            encoder = load_causal_lm(args.model, align_layer=args.layer, dtype=args.dtype, cache_dir=args.cache_dir)
+            base = encoder.base_lm
         student = CausalLMEncoder.from_pretrained(student_dir, teacher=encoder, frozen=True)
-        rows: list[dict[str, float]] = []
-        for sw_q, en_q in zip(questions, qset.english):
-            sw_ids, sw_mask = tokens_and_content(encoder.tokenizer, *prompt_and_content(sw_q))
-            en_ids, en_mask = tokens_and_content(encoder.tokenizer, *prompt_and_content(en_q))
-            base, layer = encoder.base_lm, args.layer
-            rows.append(pairing(head, content(base, encoder.lm, en_ids, en_mask, layer),
-                                content(base, encoder.lm, sw_ids, sw_mask, layer),
-                                content(base, student.lm, sw_ids, sw_mask, layer)))
+        rows = [pairing(head, en, sw, content(base, student.lm, sw_ids, sw_mask, layer))
+                for (en, sw), ((sw_ids, sw_mask), _) in zip(base_states, prompts)]
         means[Path(student_dir).parent.name] = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
     record = {"model": args.model, "students": args.student, "split": args.split, "layer": args.layer,
               "blur": args.blur, "dtype": args.dtype, "n": len(questions), "means": means, "machine": machine(),
