@@ -152,6 +152,12 @@ class OTDistillationHead(nn.Module):
         return (f"loss={self.loss}, blur={self.blur}, scaling={self.scaling}, reach={self.reach}, "
                 f"marginals={self.marginals}, center={self.center}")
 
+    def _prepare(self, tokens: Tensor, weights: Tensor) -> Tensor:
+        """The tokens the cosine reads: as given, or each cloud's weighted mean removed (``center``)."""
+        if not self.center:
+            return tokens
+        return F.normalize(tokens - (weights.unsqueeze(-1) * tokens).sum(-2, keepdim=True), dim=-1)
+
     @torch.no_grad()
     def solve(self, a: Tensor, x: Tensor, b: Tensor, y: Tensor, cost: Tensor) -> Tensor:
         """The entropic plan (B, N, M) for normalised weights ``a``, ``b`` and precomputed ``cost``."""
@@ -163,21 +169,29 @@ class OTDistillationHead(nn.Module):
             f = lam * _softmin(eps, cost, b_log + g / eps)
         return torch.exp(a_log.unsqueeze(-1) + b_log.unsqueeze(-2) + (f.unsqueeze(-1) + g.unsqueeze(-2) - cost) / eps)
 
-    def forward(self, x: Tensor, x_weights: Tensor, y: Tensor, y_weights: Tensor) -> OTOutput:
+    def forward(self, x: Tensor, x_weights: Tensor, y: Tensor, y_weights: Tensor,
+                plan_from: Tensor | None = None) -> OTOutput:
         """Loss between teacher tokens ``x`` (B, N, D) and student tokens ``y`` (B, M, D).
 
         ``x_weights`` (B, N) and ``y_weights`` (B, M) are non-negative token masses (0 = padding);
-        each row is normalised to sum to 1.
+        each row is normalised to sum to 1. ``plan_from`` (B, M, D), tokens in ``y``'s places, solves the
+        plan on ``(x, plan_from)`` instead of ``(x, y)`` and charges ``y`` along it (``transport`` only:
+        :mod:`optical_lightning.losses.base_plan`).
         """
+        if plan_from is not None and self.loss != "transport":
+            raise ConfigError(f"ot.loss={self.loss}: a plan fixed on other tokens (distill.base_plan_weight) charges "
+                              f"<P, C> only; use ot.loss=transport")
         with torch.autocast(device_type=x.device.type, enabled=False):
             x, y = x.float(), y.float()
             a = x_weights.float() / x_weights.float().sum(-1, keepdim=True).clamp_min(1e-12)
             b = y_weights.float() / y_weights.float().sum(-1, keepdim=True).clamp_min(1e-12)
-            if self.center:
-                x = F.normalize(x - (a.unsqueeze(-1) * x).sum(-2, keepdim=True), dim=-1)
-                y = F.normalize(y - (b.unsqueeze(-1) * y).sum(-2, keepdim=True), dim=-1)
+            x, y = self._prepare(x, a), self._prepare(y, b)
             cost = cosine_cost(x, y)
-            plan = self.solve(a, x.detach(), b, y.detach(), cost.detach())
+            if plan_from is None:
+                plan = self.solve(a, x.detach(), b, y.detach(), cost.detach())
+            else:
+                y_plan = self._prepare(plan_from.detach().float(), b)
+                plan = self.solve(a, x.detach(), b, y_plan, cosine_cost(x.detach(), y_plan))
             transport = (plan * cost).sum(dim=(-2, -1))
             per_pair = transport if self.loss == "transport" else self._divergence(a, x, b, y)
             entropy = -(plan * plan.clamp_min(1e-30).log()).sum(dim=(-2, -1))

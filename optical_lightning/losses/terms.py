@@ -9,7 +9,10 @@ with their weights; a new term is one more entry there with a ``_target_`` that 
 * :class:`TransportTerm`: OPTICAL's <P, C> between the token clouds (:mod:`optical_lightning.losses.ot`);
 * :class:`PooledMSETerm`: the sentence-level MSE baseline (:mod:`optical_lightning.losses.mse`);
 * :class:`InBatchInfoNCETerm`: in-batch contrastive term of the pooled vectors
-  (:mod:`optical_lightning.losses.contrastive`).
+  (:mod:`optical_lightning.losses.contrastive`);
+* the English anchor, the spread term and transport along the base model's plan live in their own modules
+  (:mod:`~optical_lightning.losses.anchor`, :mod:`~optical_lightning.losses.spread`,
+  :mod:`~optical_lightning.losses.base_plan`).
 """
 
 from __future__ import annotations
@@ -43,16 +46,19 @@ class StepOutputs:
     student_en_ids: Tensor | None = None
     teacher_idf: Tensor | None = None
     student_idf: Tensor | None = None
+    base_tgt: EncoderOutput | None = None  # the base model reading the student's batch (losses/base_plan.py)
     # the teacher's pooled vectors of the global batch and this rank's first row (DDP; see contrastive.py)
     gather: Callable[[Tensor], tuple[Tensor, int]] = _this_rank_only
 
 
 class LossTerm(nn.Module):
     """One weighted term. ``name`` labels its logs; ``needs_student_en`` asks the collator for the
-    student's English side too; ``settings`` names what to check when the loss stops being finite."""
+    student's English side too; ``needs_base_tgt`` asks the module for the base model's states of the student's
+    batch; ``settings`` names what to check when the loss stops being finite."""
 
     name = "term"
     needs_student_en = False
+    needs_base_tgt = False
     wants_idf = False
 
     def __init__(self, weight: float) -> None:

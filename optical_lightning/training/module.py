@@ -70,6 +70,10 @@ class DistillationModule(pl.LightningModule):
         active = [t for t in terms if t.weight > 0]
         if not active:
             raise ConfigError("every loss term has weight 0: nothing to train (use distill=none)")
+        if any(t.needs_base_tgt for t in active) and not _adapted_from(student, teacher):
+            raise ConfigError("distill.base_plan_weight > 0 reads the base model's states through the teacher, so the "
+                              "student must be the teacher's own model with adapters (student=qwen_coder_1_5b or tiny_lm "
+                              "with the matching teacher=); else set distill.base_plan_weight=0")
         self.student, self.teacher = student, teacher.freeze()
         self.loss_terms = nn.ModuleList(active)
         self.optimizer_factory = optimizer
@@ -80,6 +84,11 @@ class DistillationModule(pl.LightningModule):
     @property
     def transport_term(self) -> TransportTerm | None:
         return next((t for t in self.loss_terms if isinstance(t, TransportTerm)), None)
+
+    @property
+    def needs_base_tgt(self) -> bool:
+        """Whether a term reads the base model's states of the student's batch (one more forward, no gradients)."""
+        return any(t.needs_base_tgt for t in self.loss_terms)
 
     @property
     def needs_student_en(self) -> bool:
@@ -125,12 +134,17 @@ class DistillationModule(pl.LightningModule):
         """The student's outputs of ``batch`` beside the teacher's, for the loss terms."""
         student_tgt = self.student(batch["student_tgt"])  # before the English side: dropout draws in this order
         student_en = self.student(batch["student_en"]) if "student_en" in batch and self.needs_student_en else None
+        base_tgt = None
+        if self.needs_base_tgt:
+            with torch.no_grad():
+                base_tgt = self.teacher(batch["student_tgt"])  # the teacher's view: the student's adapters off
         return StepOutputs(teacher=teacher_en, student=student_tgt,
                            teacher_ids=batch["teacher_en"]["input_ids"], student_ids=batch["student_tgt"]["input_ids"],
                            student_en=student_en.pooled if student_en is not None else None,
                            student_en_out=student_en,
                            student_en_ids=batch["student_en"]["input_ids"] if student_en is not None else None,
-                           teacher_idf=self.teacher_idf, student_idf=self.student_idf, gather=self._global_targets)
+                           teacher_idf=self.teacher_idf, student_idf=self.student_idf, base_tgt=base_tgt,
+                           gather=self._global_targets)
 
     def _global_targets(self, teacher_pooled: Tensor) -> tuple[Tensor, int]:
         """The teacher's vectors of the global batch and this rank's first row (see losses/contrastive.py)."""
@@ -238,20 +252,28 @@ class DistillationModule(pl.LightningModule):
         return super().load_state_dict(full, strict=strict, assign=assign)
 
 
+def _adapted_from(student: Encoder, teacher: Encoder) -> bool:
+    """Whether ``student`` is ``teacher``'s own model with adapters, so the teacher reads the student's inputs
+    as the untrained student would (models/causal_lm.py)."""
+    base = getattr(student, "base_lm", None)
+    return bool(getattr(student, "is_student", False)) and base is not None and base is getattr(teacher, "base_lm", None)
+
+
 def check_loss_weights(ot_weight: object, mse_weight: object, nce_weight: object = 0.0,
                        nce_temperature: object = 0.05, anchor_weight: object = 0.0,
-                       spread_weight: object = 0.0) -> None:
+                       spread_weight: object = 0.0, base_plan_weight: object = 0.0) -> None:
     """The loss mix is finite non-negative numbers, not all 0, and a temperature of at least
     :data:`MIN_NCE_TEMPERATURE` (checked before any model loads). The English anchor and the spread term alone are
     not a mix: they only hold the student where it is, so at least one cross-lingual weight must be > 0."""
-    weights = (("distill.ot_weight", ot_weight), ("distill.mse_weight", mse_weight), ("distill.nce_weight", nce_weight))
+    weights = (("distill.ot_weight", ot_weight), ("distill.mse_weight", mse_weight), ("distill.nce_weight", nce_weight),
+               ("distill.base_plan_weight", base_plan_weight))
     for key, value in (*weights, ("distill.anchor_weight", anchor_weight), ("distill.spread_weight", spread_weight)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: must be a number >= 0")
         if not (value >= 0 and math.isfinite(value)):  # also NaN
             raise ConfigError(f"{key}={value}: a loss weight must be >= 0 and finite")
     if all(value == 0 for _, value in weights):
-        raise ConfigError("distill.ot_weight, distill.mse_weight and distill.nce_weight are all 0: nothing to train "
+        raise ConfigError("distill.ot_weight, mse_weight, nce_weight and base_plan_weight are all 0: nothing to train "
                           "(use distill=none)")
     if isinstance(nce_temperature, bool) or not isinstance(nce_temperature, (int, float)) or not nce_temperature > 0:
         raise ConfigError(f"distill.nce_temperature={nce_temperature!r}: must be a number > 0 (e.g. 0.05)")

@@ -263,7 +263,7 @@ def build_parts(cfg: DictConfig, state: RunDir, loggers: list[Any]) -> RunParts:
     if train_student:
         check_loss_weights(cfg.distill.ot_weight, cfg.distill.mse_weight, cfg.distill.nce_weight,
                            cfg.distill.nce_temperature, cfg.distill.get("anchor_weight", 0.0),
-                           cfg.distill.get("spread_weight", 0.0))
+                           cfg.distill.get("spread_weight", 0.0), cfg.distill.get("base_plan_weight", 0.0))
         build(cfg.ot, "ot")  # the OT head's settings named as the user gives them (ot.blur), not as distill.module's copy
         make_module = build(cfg.distill.module, "distill.module")  # the loss terms are checked here
     datamodule = build(cfg.data, "data") if train_student else None

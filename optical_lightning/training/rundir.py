@@ -46,10 +46,12 @@ LOCK = ".run.lock"
 RECORDED_SINCE = ("data_files", "distill.module",  # the module's config repeats the weights and the OT head
                   "eval.evaluators",  # repeats retrieval and mcqa
                   "distill.module.loss_terms.anchor", "distill.module.loss_terms.spread",  # repeat the weights below
+                  "distill.module.loss_terms.base_plan",
                   "eval.evaluators.mcqa.quantize")  # repeats mcqa.quantize
 #: settings added later whose default does what older runs did: an older record without one had that value
 DEFAULTS_SINCE = {"distill.anchor_weight": 0.0,  # the English anchor term: off
                   "distill.spread_weight": 0.0,  # the spread term: off
+                  "distill.base_plan_weight": 0.0,  # transport along the base model's plan: off
                   "mcqa.quantize": "none",  # letter scoring in the weights' own dtype
                   "ot.center": False, "distill.module.loss_terms.ot.head.center": False}  # the plain cosine cost
 #: settings that moved since older run directories recorded them (old dotted prefix -> new), and the

@@ -1,0 +1,76 @@
+r"""Transport along the base model's plan: each student token is pulled to the English tokens that the
+*untrained* model pairs it with.
+
+OPTICAL solves the plan again on the student's states at every step, so a student can lower
+:math:`\langle P, C\rangle` in two ways: by moving its tokens towards their counterparts, and by pairing them
+with other, nearer English tokens. On the language model, the trained students kept only 0.43 of the base
+model's pairings, and moved as far off their tokens' English targets as towards them (docs/reasoning.md,
+finding 17). The oracle whose answers do move goes straight to the targets of the base model's plan
+(findings 10 and 11).
+
+This term fixes the plan where the base model put it. For one pair:
+- :math:`x` are the teacher's English tokens;
+- :math:`y^0` are the base model's target-language tokens (the student with its adapters off);
+- :math:`y` are the student's tokens;
+- :math:`P^0` is the head's entropic plan between :math:`x` and :math:`y^0`, with the same weights, blur and
+  centring as the transport term.
+
+.. math:: \mathcal{L}_{base\,plan} = \langle P^0, C(x, y)\rangle_F
+          = \sum_j b_j \bigl(1 - \langle \bar x_j, y_j\rangle\bigr),\qquad
+          \bar x_j = \frac{1}{b_j}\sum_i P^0_{ij}\, x_i .
+
+Each student token :math:`y_j` is pulled only towards its own barycentric English target :math:`\bar x_j`,
+and that target does not move as the student trains. So the student gains nothing by re-pairing, and nothing
+by making its tokens alike (the collapse that OT alone caused, :mod:`optical_lightning.losses.spread`).
+
+The base states are the teacher reading the student's own batch: one more forward pass per step, without
+gradients, up to the aligned layer. That requires a student adapted from its teacher, that is, a language
+model with LoRA adapters (``student=qwen_coder_1_5b``, ``tiny_lm``). With weight 0 the term is left out.
+
+Example::
+
+    python run.py experiment=reasoning distill.ot_weight=0 distill.base_plan_weight=10
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from optical_lightning.losses.marginals import token_weights
+from optical_lightning.losses.ot import OTDistillationHead
+from optical_lightning.losses.terms import StepOutputs, TransportTerm, token_spread
+from optical_lightning.utils.errors import ConfigError
+
+
+class BasePlanTransportTerm(TransportTerm):
+    """``<P^0, C>`` with the plan solved on the base model's states (``distill.base_plan_weight``; 0: off).
+
+    It logs ``base_plan_cost``, which is the loss, and ``transport_cost``, the cost under the student's own
+    plan (what the transport term logs), so that runs with either term can be compared."""
+
+    name = "base_plan"
+    needs_base_tgt = True
+
+    def __init__(self, weight: float, head: OTDistillationHead) -> None:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (weight >= 0 and math.isfinite(weight)):
+            raise ConfigError(f"distill.base_plan_weight={weight!r}: must be a finite number >= 0 (0: off)")
+        if weight > 0 and head.loss != "transport":
+            raise ConfigError(f"ot.loss={head.loss}: distill.base_plan_weight charges <P, C> on a fixed plan only; "
+                              f"use ot.loss=transport or distill.base_plan_weight=0")
+        super().__init__(weight, head)
+
+    def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
+        if out.base_tgt is None:
+            raise RuntimeError("the base-plan term needs the base model's target-language states (StepOutputs.base_tgt)")
+        x_mask, y_mask = self.masks(out)
+        a = token_weights(x_mask, out.teacher_ids, out.teacher_idf)
+        b = token_weights(y_mask, out.student_ids, out.student_idf)
+        fixed = self.head(out.teacher.tokens, a, out.student.tokens, b, plan_from=out.base_tgt.tokens)
+        with torch.no_grad():
+            own = self.head(out.teacher.tokens, a, out.student.tokens.detach(), b)
+        return fixed.loss, {"base_plan_cost": fixed.transport_cost.mean(), "transport_cost": own.transport_cost.mean(),
+                            "teacher_token_cos": token_spread(out.teacher.tokens, x_mask),
+                            "student_token_cos": token_spread(out.student.tokens, y_mask)}
