@@ -100,3 +100,11 @@ def test_by_default_the_term_is_off_and_an_unadapted_student_or_bad_setting_is_o
     make = build(cfg.distill.module, "distill.module")
     built = make(student=adapt_student(teacher, lora=LORA), teacher=teacher, optimizer=None, scheduler=None)
     assert "base_plan" not in [t.name for t in built.loss_terms] and not built.needs_base_tgt
+    # switched on by one setting, with the run's own OT head (blur, centring)
+    cfg = compose_config("experiment=reasoning", "teacher=tiny_lm", "student=tiny_lm", "distill.ot_weight=0",
+                         "distill.base_plan_weight=10", "ot.blur=0.05", output_dir=tmp_path)
+    teacher = tiny_causal_lm(seed=0)
+    built = build(cfg.distill.module, "distill.module")(student=adapt_student(teacher, lora=LORA), teacher=teacher,
+                                                        optimizer=None, scheduler=None)
+    (term,) = [t for t in built.loss_terms if t.name == "base_plan"]
+    assert term.weight == 10 and term.head.blur == 0.05 and "ot" not in [t.name for t in built.loss_terms]
