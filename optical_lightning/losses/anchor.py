@@ -26,13 +26,11 @@ Example::
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optical_lightning.losses.terms import LossTerm, StepOutputs
+from optical_lightning.losses.terms import LossTerm, StepOutputs, checked_weight
 from optical_lightning.models.encoder import EncoderOutput
 from optical_lightning.utils.errors import ConfigError
 
@@ -57,9 +55,7 @@ class EnglishAnchorTerm(LossTerm):
     needs_student_en = True
 
     def __init__(self, weight: float) -> None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (weight >= 0 and math.isfinite(weight)):
-            raise ConfigError(f"distill.anchor_weight={weight!r}: must be a finite number >= 0 (0: no anchor)")
-        super().__init__(weight)
+        super().__init__(checked_weight(weight, "distill.anchor_weight", "no anchor"))
 
     def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
         if out.student_en_out is None or out.student_en_ids is None:

@@ -34,14 +34,11 @@ Example::
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from optical_lightning.losses.marginals import token_weights
 from optical_lightning.losses.ot import OTDistillationHead
-from optical_lightning.losses.terms import StepOutputs, TransportTerm, token_spread
+from optical_lightning.losses.terms import StepOutputs, TransportTerm, checked_weight
 from optical_lightning.utils.errors import ConfigError
 
 
@@ -55,8 +52,7 @@ class BasePlanTransportTerm(TransportTerm):
     needs_base_tgt = True
 
     def __init__(self, weight: float, head: OTDistillationHead) -> None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (weight >= 0 and math.isfinite(weight)):
-            raise ConfigError(f"distill.base_plan_weight={weight!r}: must be a finite number >= 0 (0: off)")
+        weight = checked_weight(weight, "distill.base_plan_weight", "off")
         if weight > 0 and head.loss != "transport":
             raise ConfigError(f"ot.loss={head.loss}: distill.base_plan_weight charges <P, C> on a fixed plan only; "
                               f"use ot.loss=transport or distill.base_plan_weight=0")
@@ -65,12 +61,8 @@ class BasePlanTransportTerm(TransportTerm):
     def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
         if out.base_tgt is None:
             raise RuntimeError("the base-plan term needs the base model's target-language states (StepOutputs.base_tgt)")
-        x_mask, y_mask = self.masks(out)
-        a = token_weights(x_mask, out.teacher_ids, out.teacher_idf)
-        b = token_weights(y_mask, out.student_ids, out.student_idf)
-        fixed = self.head(out.teacher.tokens, a, out.student.tokens, b, plan_from=out.base_tgt.tokens)
+        masks = self.masks(out)
+        fixed = self.plan(out, masks, plan_from=out.base_tgt.tokens)
         with torch.no_grad():
-            own = self.head(out.teacher.tokens, a, out.student.tokens.detach(), b)
-        return fixed.loss, {"base_plan_cost": fixed.transport_cost.mean(), "transport_cost": own.transport_cost.mean(),
-                            "teacher_token_cos": token_spread(out.teacher.tokens, x_mask),
-                            "student_token_cos": token_spread(out.student.tokens, y_mask)}
+            own = self.plan(out, masks)
+        return fixed.loss, {**self.monitors(out, masks, own), "base_plan_cost": fixed.transport_cost.mean()}

@@ -175,12 +175,9 @@ class OTDistillationHead(nn.Module):
 
         ``x_weights`` (B, N) and ``y_weights`` (B, M) are non-negative token masses (0 = padding);
         each row is normalised to sum to 1. ``plan_from`` (B, M, D), tokens in ``y``'s places, solves the
-        plan on ``(x, plan_from)`` instead of ``(x, y)`` and charges ``y`` along it (``transport`` only:
-        :mod:`optical_lightning.losses.base_plan`).
+        plan on ``(x, plan_from)`` instead of ``(x, y)`` and charges ``y`` along it, always by ``<P, C>``
+        (:mod:`optical_lightning.losses.base_plan`, which refuses ``loss=divergence``).
         """
-        if plan_from is not None and self.loss != "transport":
-            raise ConfigError(f"ot.loss={self.loss}: a plan fixed on other tokens (distill.base_plan_weight) charges "
-                              f"<P, C> only; use ot.loss=transport")
         with torch.autocast(device_type=x.device.type, enabled=False):
             x, y = x.float(), y.float()
             a = x_weights.float() / x_weights.float().sum(-1, keepdim=True).clamp_min(1e-12)
@@ -193,7 +190,7 @@ class OTDistillationHead(nn.Module):
                 y_plan = self._prepare(plan_from.detach().float(), b)
                 plan = self.solve(a, x.detach(), b, y_plan, cosine_cost(x.detach(), y_plan))
             transport = (plan * cost).sum(dim=(-2, -1))
-            per_pair = transport if self.loss == "transport" else self._divergence(a, x, b, y)
+            per_pair = transport if self.loss == "transport" or plan_from is not None else self._divergence(a, x, b, y)
             entropy = -(plan * plan.clamp_min(1e-30).log()).sum(dim=(-2, -1))
         return OTOutput(
             loss=per_pair.mean(), per_pair=per_pair, transport_cost=transport.detach(), plan_entropy=entropy,

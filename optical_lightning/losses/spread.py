@@ -20,13 +20,10 @@ Example::
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
 from optical_lightning.losses.marginals import alignment_mask
-from optical_lightning.losses.terms import LossTerm, StepOutputs, sentence_spread
-from optical_lightning.utils.errors import ConfigError
+from optical_lightning.losses.terms import LossTerm, StepOutputs, checked_weight, sentence_spread
 
 
 class TokenSpreadTerm(LossTerm):
@@ -35,9 +32,7 @@ class TokenSpreadTerm(LossTerm):
     name = "spread"
 
     def __init__(self, weight: float, special_tokens: bool = False) -> None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (weight >= 0 and math.isfinite(weight)):
-            raise ConfigError(f"distill.spread_weight={weight!r}: must be a finite number >= 0 (0: no spread term)")
-        super().__init__(weight)
+        super().__init__(checked_weight(weight, "distill.spread_weight", "no spread term"))
         self.special_tokens = special_tokens
 
     def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:

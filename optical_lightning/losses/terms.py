@@ -17,6 +17,7 @@ with their weights; a new term is one more entry there with a ``_target_`` that 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from optical_lightning.losses.marginals import alignment_mask, token_weights
 from optical_lightning.losses.mse import pooled_mse
 from optical_lightning.losses.ot import OTDistillationHead, OTOutput
 from optical_lightning.models.encoder import EncoderOutput
+from optical_lightning.utils.errors import ConfigError
 
 
 def _this_rank_only(pooled: Tensor) -> tuple[Tensor, int]:
@@ -49,6 +51,13 @@ class StepOutputs:
     base_tgt: EncoderOutput | None = None  # the base model reading the student's batch (losses/base_plan.py)
     # the teacher's pooled vectors of the global batch and this rank's first row (DDP; see contrastive.py)
     gather: Callable[[Tensor], tuple[Tensor, int]] = _this_rank_only
+
+
+def checked_weight(weight: object, setting: str, off: str) -> float:
+    """``weight`` if it is a finite number >= 0, else a one-line error naming ``setting`` (``off``: what 0 means)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (weight >= 0 and math.isfinite(weight)):
+        raise ConfigError(f"{setting}={weight!r}: must be a finite number >= 0 (0: {off})")
+    return weight
 
 
 class LossTerm(nn.Module):
@@ -108,18 +117,27 @@ class TransportTerm(LossTerm):
         return tuple(alignment_mask(side.content_mask, side.attention_mask, self.head.special_tokens)
                      for side in (out.teacher, out.student))
 
-    def plan(self, out: StepOutputs, masks: tuple[Tensor, Tensor] | None = None) -> OTOutput:
+    def plan(self, out: StepOutputs, masks: tuple[Tensor, Tensor] | None = None,
+             plan_from: Tensor | None = None) -> OTOutput:
+        """The head on both clouds; ``plan_from``: the plan solved on these tokens in the student's places."""
         x_mask, y_mask = masks or self.masks(out)
         a = token_weights(x_mask, out.teacher_ids, out.teacher_idf)
         b = token_weights(y_mask, out.student_ids, out.student_idf)
-        return self.head(out.teacher.tokens, a, out.student.tokens, b)
+        return self.head(out.teacher.tokens, a, out.student.tokens, b, plan_from=plan_from)
 
     def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
-        x_mask, y_mask = masks = self.masks(out)
+        masks = self.masks(out)
         ot = self.plan(out, masks)
-        return ot.loss, {"transport_cost": ot.transport_cost.mean(), "plan_entropy": ot.plan_entropy.mean(),
-                         "teacher_token_cos": token_spread(out.teacher.tokens, x_mask),
-                         "student_token_cos": token_spread(out.student.tokens, y_mask)}
+        return ot.loss, self.monitors(out, masks, ot)
+
+    @staticmethod
+    def monitors(out: StepOutputs, masks: tuple[Tensor, Tensor], ot: OTOutput) -> dict[str, Tensor]:
+        """What a transport term logs beside its loss: the cost and entropy of the student's own plan, and the
+        within-sentence token cosines of both sides (the collapse monitor)."""
+        x_mask, y_mask = masks
+        return {"transport_cost": ot.transport_cost.mean(), "plan_entropy": ot.plan_entropy.mean(),
+                "teacher_token_cos": token_spread(out.teacher.tokens, x_mask),
+                "student_token_cos": token_spread(out.student.tokens, y_mask)}
 
     def settings(self) -> dict[str, float]:
         return {**super().settings(), "ot.blur": self.head.blur}

@@ -70,12 +70,12 @@ class DistillationModule(pl.LightningModule):
         active = [t for t in terms if t.weight > 0]
         if not active:
             raise ConfigError("every loss term has weight 0: nothing to train (use distill=none)")
-        if any(t.needs_base_tgt for t in active) and not _adapted_from(student, teacher):
+        self.loss_terms = nn.ModuleList(active)
+        if self.needs_base_tgt and not _adapted_from(student, teacher):
             raise ConfigError("distill.base_plan_weight > 0 reads the base model's states through the teacher, so the "
                               "student must be the teacher's own model with adapters (student=qwen_coder_1_5b or tiny_lm "
                               "with the matching teacher=); else set distill.base_plan_weight=0")
         self.student, self.teacher = student, teacher.freeze()
-        self.loss_terms = nn.ModuleList(active)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.teacher_idf: Tensor | None = None
