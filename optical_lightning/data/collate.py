@@ -22,14 +22,17 @@ class PairCollator:
     time, so it takes the query prefix; the teacher's English side takes ``teacher_role``'s prefix:
     ``query`` (default) aims the student at the teacher's English queries, ``passage`` at the English
     documents that translation retrieval compares it with. With a ``student_cache`` the student's
-    batches also carry ``lower_hidden``, the output of its fixed lower layers, so only its top runs.
+    batches also carry ``lower_hidden``, the output of its fixed lower layers, so only its top runs. With a
+    ``base_cache`` they carry ``base_tgt``: the base model's states of the target side (losses/base_plan.py),
+    read from the teacher cache instead of a second forward pass each step.
     """
 
     def __init__(self, teacher: Encoder, student: Encoder, with_student_en: bool = False,
                  teacher_cache: TeacherTokenCache | None = None, teacher_role: str = "query",
-                 student_cache: FrozenLayersCache | None = None) -> None:
+                 student_cache: FrozenLayersCache | None = None, base_cache: TeacherTokenCache | None = None) -> None:
         self.teacher, self.student, self.with_student_en = teacher, student, with_student_en
         self.teacher_cache, self.teacher_role, self.student_cache = teacher_cache, teacher_role, student_cache
+        self.base_cache = base_cache
         if teacher_cache is not None and teacher_cache.role != teacher_role:
             raise ValueError(f"the teacher cache holds {teacher_cache.role!r} clouds, the collator wants {teacher_role!r}")
 
@@ -42,6 +45,8 @@ class PairCollator:
         }
         if self.with_student_en:
             batch["student_en"] = self._student(en)
+        if self.base_cache is not None:
+            batch["base_tgt"] = self.base_cache.batch([p.tgt for p in pairs])
         return batch
 
     def _student(self, texts: list[str]) -> dict[str, Tensor]:

@@ -12,6 +12,10 @@ and holds, packed, each sentence's full token sequence (``tokens`` (T, D), ``con
 shards are written to a temporary name and renamed into place, so concurrent writers (sweep jobs,
 DDP ranks) never clash and a reader never sees a partial shard; at worst two jobs encode the same
 sentence once each.
+
+The same cache holds the base model's states of the *target-language* sentences when a loss term reads them
+(losses/base_plan.py): the teacher is the student's model with its adapters off, so, reading the student's text
+as the student does (``training.module.reads_like_its_teacher``), it gives exactly those states.
 """
 
 from __future__ import annotations

@@ -23,9 +23,11 @@ Each student token :math:`y_j` is pulled only towards its own barycentric Englis
 and that target does not move as the student trains. So the student gains nothing by re-pairing, and nothing
 by making its tokens alike (the collapse that OT alone caused, :mod:`optical_lightning.losses.spread`).
 
-The base states are the teacher reading the student's own batch: one more forward pass per step, without
-gradients, up to the aligned layer. That requires a student adapted from its teacher, that is, a language
-model with LoRA adapters (``student=qwen_coder_1_5b``, ``tiny_lm``). With weight 0 the term is left out.
+The base states are the teacher reading the student's own batch, up to the aligned layer. That requires a
+student adapted from its teacher, that is, a language model with LoRA adapters (``student=qwen_coder_1_5b``,
+``tiny_lm``). With ``data.teacher_cache=true`` (as in ``experiment=reasoning``) they are computed once per
+sentence and stored beside the teacher's English clouds; otherwise each step runs one more forward pass, without
+gradients. With weight 0 the term is left out.
 
 Example::
 

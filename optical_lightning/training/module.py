@@ -112,10 +112,7 @@ class DistillationModule(pl.LightningModule):
         """The weighted loss of one batch (see the module docstring) and its parts, detached, for logging."""
         teacher_batch = batch["teacher_en"]
         if "tokens" in teacher_batch:  # precomputed by the teacher cache
-            teacher_en = EncoderOutput(tokens=teacher_batch["tokens"].float(),
-                                       attention_mask=teacher_batch["attention_mask"].bool(),
-                                       content_mask=teacher_batch["content_mask"].bool(),
-                                       pooled=teacher_batch["pooled"].float())
+            teacher_en = _cached_output(teacher_batch)
         else:
             with torch.no_grad():
                 teacher_en = self.teacher(teacher_batch)
@@ -135,7 +132,12 @@ class DistillationModule(pl.LightningModule):
         student_tgt = self.student(batch["student_tgt"])  # before the English side: dropout draws in this order
         student_en = self.student(batch["student_en"]) if "student_en" in batch and self.needs_student_en else None
         base_tgt = None
-        if self.needs_base_tgt:
+        if self.needs_base_tgt and "base_tgt" in batch:  # precomputed by the teacher cache
+            base_tgt = _cached_output(batch["base_tgt"])
+            if base_tgt.tokens.shape[:2] != student_tgt.tokens.shape[:2]:
+                raise RuntimeError(f"the cached base states have shape {tuple(base_tgt.tokens.shape[:2])}, the student's "
+                                   f"batch {tuple(student_tgt.tokens.shape[:2])}: the two read the text differently")
+        elif self.needs_base_tgt:
             with torch.no_grad():
                 base_tgt = self.teacher(batch["student_tgt"])  # the teacher's view: the student's adapters off
         return StepOutputs(teacher=teacher_en, student=student_tgt,
@@ -250,6 +252,18 @@ class DistillationModule(pl.LightningModule):
         full = dict(super().state_dict())  # the rebuilt weights fill in what the checkpoint leaves out
         full.update(state_dict)
         return super().load_state_dict(full, strict=strict, assign=assign)
+
+
+def _cached_output(batch: dict[str, Tensor]) -> EncoderOutput:
+    """An encoder's outputs as the teacher cache serves them (data/teacher_cache.py)."""
+    return EncoderOutput(tokens=batch["tokens"].float(), attention_mask=batch["attention_mask"].bool(),
+                         content_mask=batch["content_mask"].bool(), pooled=batch["pooled"].float())
+
+
+def reads_like_its_teacher(student: Encoder, teacher: Encoder) -> bool:
+    """Whether the teacher, reading the student's target-language text as it reads its own (tokenizer, prefix,
+    layer, norm), gives the base model's states of the student's batch: then the teacher cache can hold them."""
+    return _adapted_from(student, teacher) and student.encoder_config() == teacher.encoder_config()
 
 
 def _adapted_from(student: Encoder, teacher: Encoder) -> bool:

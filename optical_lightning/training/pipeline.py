@@ -36,7 +36,7 @@ from optical_lightning.evaluation.translate_test import WordTranslator, load_tra
 from optical_lightning.reporting.summary import flatten_results, print_summary
 from optical_lightning.reporting.tracking import ResumableCSVLogger, finish, publish
 from optical_lightning.training.launch import announce_rendezvous, check_cluster, rendezvous_failed
-from optical_lightning.training.module import check_loss_weights
+from optical_lightning.training.module import check_loss_weights, reads_like_its_teacher
 from optical_lightning.training.optim import check_factories, check_numeric_settings
 from optical_lightning.training.rundir import (
     CONFIG,
@@ -346,9 +346,21 @@ def fit(cfg: DictConfig, parts: RunParts, record: RunRecord, teacher: Any, stude
         timing["student_cache_s"] = time.time() - t0
         log.info("student cache: the fixed lower %d layers of %d sentences (%.1fs)", student.frozen_below,
                  counts["encoded"], timing["student_cache_s"])
+    base_cache = None
+    if teacher_cache is not None and module.needs_base_tgt and reads_like_its_teacher(student, teacher):
+        t0 = time.time()  # the base model's states of the target side: the teacher reads it as the student does
+        base_cache = teacher_cache if teacher_cache.role == "query" else TeacherTokenCache(
+            teacher_cache.dir.parent, teacher, role="query", precision=teacher_cache.precision)
+        counts = base_cache.prepare(p.tgt for p in datamodule.planned_pairs())
+        timing["base_cache_s"] = time.time() - t0
+        log.info("base cache: %d target-language sentences cached, %d encoded (%.1fs)", counts["cached"],
+                 counts["encoded"], timing["base_cache_s"])
+    elif module.needs_base_tgt:
+        log.info("the base model reads each target-language batch live (no teacher cache, or the student reads "
+                 "the text otherwise than its teacher)")
     datamodule.collate_fn = PairCollator(teacher, student, with_student_en=module.needs_student_en,
                                          teacher_cache=teacher_cache, teacher_role=parts.teacher_role,
-                                         student_cache=student_cache)
+                                         student_cache=student_cache, base_cache=base_cache)
     t0 = time.time()
     with prompt_memory_return():  # keeps training's peak RSS near what its tensors use
         try:

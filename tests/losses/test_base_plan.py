@@ -12,12 +12,13 @@ from conftest import SW_BITEXT, compose_config
 
 from optical_lightning.data.bitext import read_bitext
 from optical_lightning.data.collate import PairCollator
+from optical_lightning.data.teacher_cache import TeacherTokenCache
 from optical_lightning.losses.base_plan import BasePlanTransportTerm
 from optical_lightning.losses.ot import OTDistillationHead, cosine_cost
 from optical_lightning.losses.terms import InBatchInfoNCETerm
-from optical_lightning.models.causal_lm import adapt_student
+from optical_lightning.models.causal_lm import _decoder, adapt_student
 from optical_lightning.models.tiny import tiny_causal_lm
-from optical_lightning.training.module import DistillationModule
+from optical_lightning.training.module import DistillationModule, reads_like_its_teacher
 from optical_lightning.utils.config import build
 from optical_lightning.utils.errors import ConfigError
 
@@ -82,6 +83,31 @@ def test_in_the_module_the_base_plan_is_the_students_own_plan_until_it_trains():
     assert logs["base_plan_loss"].item() < first  # it trains, and only the adapters moved
     assert logs["base_plan_cost"].item() != pytest.approx(logs["transport_cost"].item(), abs=1e-5)
     assert all(p.grad is None for n, p in module.teacher.base_lm.named_parameters() if "lora_" not in n)
+
+
+def test_the_teacher_cache_serves_the_base_states_and_saves_one_forward_a_step(tmp_path):
+    module, live_batch = module_and_batch()
+    teacher, student = module.teacher, module.student
+    assert reads_like_its_teacher(student, teacher)
+    cache = TeacherTokenCache(tmp_path, teacher)
+    assert cache.prepare(p.tgt for p in PAIRS) == {"cached": 0, "encoded": len(PAIRS)}
+    cached_batch = PairCollator(teacher, student, base_cache=cache)(PAIRS)
+    calls = []
+    hook = _decoder(teacher.base_lm).register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        live_loss, live_logs = module.distillation_loss(live_batch)
+        live_calls = len(calls)
+        calls.clear()
+        cached_loss, cached_logs = module.distillation_loss(cached_batch)
+    finally:
+        hook.remove()
+    assert (live_calls, len(calls)) == (3, 2)  # teacher on English, student, and the base model only when live
+    assert cached_loss.item() == pytest.approx(live_loss.item(), abs=1e-5)
+    assert cached_logs["base_plan_cost"].item() == pytest.approx(live_logs["base_plan_cost"].item(), abs=1e-6)
+    # a student that reads its text otherwise (another prefix) is not served by the teacher's cache
+    own_teacher = tiny_causal_lm(seed=0)
+    assert not reads_like_its_teacher(adapt_student(own_teacher, lora=LORA, query_prefix="swali: "), own_teacher)
+    assert not reads_like_its_teacher(student, own_teacher)  # not adapted from that teacher's model
 
 
 def test_by_default_the_term_is_off_and_an_unadapted_student_or_bad_setting_is_one_line(tmp_path):

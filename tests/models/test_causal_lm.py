@@ -225,13 +225,16 @@ def test_a_run_distils_the_tiny_lm_and_saves_a_peft_student(tmp_path):
                    "logger=csv", "trainer.enable_progress_bar=false", f"retrieval.data_dir={FIXTURES / 'eval'}",
                    "retrieval.sets=[tico19-test]", "retrieval.bitext_val=false", f"data.train={SW_BITEXT}",
                    "trainer.max_steps=3", "data.batch_size=8", "data.val_size=16", "data.teacher_cache=true",
-                   cwd=tmp_path)
+                   "distill.base_plan_weight=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = [p.parent for p in tmp_path.glob("outputs/distill/runs/*/.hydra")]
     results = json.loads((run / "results.json").read_text())
     assert set(results["metrics"]["tico19-test-sw-en"]) == {"zero_shot", "trained"}
     assert results["training"]["train/ot_loss"] > 0 and "train/nce_loss" in results["training"]
     assert results["run"]["cache"] == "cold"  # the teacher cache was filled by this run
+    # the base-plan term read the base model's Swahili states from the same cache, not from a second forward
+    assert results["training"]["train/base_plan_loss"] > 0 and "base_cache_s" in results["timing"]
+    assert "base cache: 0 target-language sentences cached, 40 encoded" in (run / "run.log").read_text()
     folder = run / "student"
     adapter = json.loads((folder / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == "tiny-qwen2-h64-l4-s0"
