@@ -20,8 +20,10 @@ This term fixes the plan where the base model put it. For one pair:
           \bar x_j = \frac{1}{b_j}\sum_i P^0_{ij}\, x_i .
 
 Each student token :math:`y_j` is pulled only towards its own barycentric English target :math:`\bar x_j`,
-and that target does not move as the student trains. So the student gains nothing by re-pairing, and nothing
-by making its tokens alike (the collapse that OT alone caused, :mod:`optical_lightning.losses.spread`).
+and that target does not move as the student trains. So the student gains nothing by re-pairing. It still
+gains by making its tokens alike: the targets are averages of a few English tokens, which share much of their
+direction, and the quickest way towards all of them is one shift. Without the spread term
+(:mod:`optical_lightning.losses.spread`) the tokens collapse as under OT alone (docs/reasoning.md, finding 19).
 
 The base states are the teacher reading the student's own batch, up to the aligned layer. That requires a
 student adapted from its teacher, that is, a language model with LoRA adapters (``student=qwen_coder_1_5b``,
