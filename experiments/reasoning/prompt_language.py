@@ -43,21 +43,19 @@ def _pooled(folder: Path, lang: str, template: str, splits: list[str]) -> dict[s
 
 def table(folder: Path, splits: list[str]) -> str:
     names = sorted({p.stem.split("-", 2)[2] for p in folder.glob(f"*-{splits[0]}-*.json")})
-    reference = _pooled(folder, "en", "default", splits)["predicted"]
-    baseline = _pooled(folder, "sw", "default", splits)
+    pooled = {(lang, name): _pooled(folder, lang, name, splits) for lang in ("en", "sw")
+              for name in ["default"] + [n for n in names if n != "default"]
+              if all((folder / f"{lang}-{split}-{name}.json").is_file() for split in splits)}
+    reference, baseline = pooled["en", "default"]["predicted"], pooled["sw", "default"]
     rows = ["| questions | template | n | accuracy | agreement with English (default) | `gold_prob` | "
             "`gold_prob` − Swahili default [95%], p |", "|---|---|---|---|---|---|---|"]
-    for lang in ("en", "sw"):
-        for name in ["default"] + [n for n in names if n != "default"]:
-            if not all((folder / f"{lang}-{split}-{name}.json").is_file() for split in splits):
-                continue
-            row = _pooled(folder, lang, name, splits)
-            diff = "–"
-            if lang == "sw" and name != "default":
-                t = paired_test(row["gold_prob"], baseline["gold_prob"])
-                diff = f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p {t['p']:.2f}"
-            rows.append(f"| {lang} | {name} | {len(row['answers'])} | {np.mean(row['predicted'] == row['answers']):.3f} | "
-                        f"{np.mean(row['predicted'] == reference):.3f} | {row['gold_prob'].mean():.3f} | {diff} |")
+    for (lang, name), row in pooled.items():
+        diff = "–"
+        if lang == "sw" and name != "default":
+            t = paired_test(row["gold_prob"], baseline["gold_prob"])
+            diff = f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p {t['p']:.2f}"
+        rows.append(f"| {lang} | {name} | {len(row['answers'])} | {np.mean(row['predicted'] == row['answers']):.3f} | "
+                    f"{np.mean(row['predicted'] == reference):.3f} | {row['gold_prob'].mean():.3f} | {diff} |")
     return "\n".join(rows) + "\n"
 
 
@@ -67,12 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--splits", default="val,dev", help="AfriMMLU splits to pool")
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
-    missing = [s for s in args.splits.split(",") for lang in ("en", "sw")
+    splits = args.splits.split(",")
+    missing = [s for s in splits for lang in ("en", "sw")
                if not (args.dir / f"{lang}-{s}-default.json").is_file()]
     if missing:
         raise SystemExit(f"{args.dir}: no {{en,sw}}-{{split}}-default.json for split(s) {sorted(set(missing))}; "
                          f"score the default template first (see this script's docstring)")
-    text = table(args.dir, args.splits.split(","))
+    text = table(args.dir, splits)
     print(text, end="")
     if args.out:
         atomic_write_text(args.out, text)
